@@ -1,0 +1,1 @@
+"""The imperative shell: SMTP, IMAP, sender, scheduler, CLI, configuration, daemon."""

@@ -1,0 +1,253 @@
+"""Parsers for single configuration values; each raises ValueProblem naming what was expected."""
+
+from __future__ import annotations
+
+import email.policy
+import re
+from dataclasses import dataclass
+from datetime import time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from rules.durations import (
+    DURATION_EXPECTED,
+    SIZE_EXPECTED,
+    BadValue,
+    parse_duration,
+    parse_size,
+)
+
+
+class ValueProblem(Exception):
+    """A value that does not parse; `expected` says what would."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A TCP endpoint; port 0 asks the OS for a free one (tests use this)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Person:
+    """A configured person: display name (may be empty) and address as written."""
+
+    name: str
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.address}>" if self.name else self.address
+
+
+_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
+_DOMAIN = re.compile(
+    r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+_HOSTPORT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})")
+ADDRESS_EXPECTED = "an email address such as conduct@example.org"
+BOOLEANS = {
+    "yes": True,
+    "true": True,
+    "on": True,
+    "1": True,
+    "no": False,
+    "false": False,
+    "off": False,
+    "0": False,
+}
+
+
+def duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except BadValue:
+        raise ValueProblem(DURATION_EXPECTED) from None
+
+
+def size(text: str) -> int:
+    try:
+        value = parse_size(text)
+    except BadValue:
+        raise ValueProblem(SIZE_EXPECTED) from None
+    if value <= 0:
+        raise ValueProblem(SIZE_EXPECTED)
+    return value
+
+
+def domain(text: str) -> str:
+    value = text.strip().lower().rstrip(".")
+    try:
+        ascii_value = value.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueProblem("a domain name such as example.org") from None
+    if not _DOMAIN.fullmatch(ascii_value) or "." not in ascii_value:
+        raise ValueProblem("a domain name such as example.org")
+    return ascii_value
+
+
+def address(text: str) -> str:
+    """A bare address (no display name), domain lower-cased and in IDNA A-labels."""
+    value = text.strip()
+    local, at, dom = value.rpartition("@")
+    if not at or not local or not _LOCAL.fullmatch(local) or local.startswith("."):
+        raise ValueProblem(ADDRESS_EXPECTED)
+    try:
+        return f"{local}@{domain(dom)}"
+    except ValueProblem:
+        raise ValueProblem(ADDRESS_EXPECTED) from None
+
+
+def people(text: str) -> tuple[Person, ...]:
+    """`Alice Example <alice@example.org>, bob@example.org` -> two people."""
+    expected = "a comma-separated list of addresses, each optionally 'Name <address>'"
+    if not text.strip():
+        return ()
+    try:
+        header = email.policy.default.header_factory("to", text.strip())
+        found = getattr(header, "addresses", ())
+    except (IndexError, ValueError, TypeError):
+        # The standard library's header parser raises these on some malformed input.
+        raise ValueProblem(expected) from None
+    if header.defects or not found or any(not item.addr_spec for item in found):
+        raise ValueProblem(expected)
+    return tuple(Person(item.display_name.strip(), address(item.addr_spec)) for item in found)
+
+
+def person(text: str) -> Person:
+    found = people(text)
+    if len(found) != 1:
+        raise ValueProblem("one address, optionally 'Name <address>'")
+    return found[0]
+
+
+def addresses(text: str) -> tuple[str, ...]:
+    return tuple(address(part) for part in _split_list(text))
+
+
+def domains(text: str) -> tuple[str, ...]:
+    return tuple(domain(part) for part in _split_list(text))
+
+
+def _split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def host_port(text: str) -> HostPort:
+    match = _HOSTPORT.fullmatch(text.strip())
+    if match is None or int(match.group("port")) > 65535:
+        raise ValueProblem("HOST:PORT such as 127.0.0.1:2525 or [::1]:25")
+    return HostPort(match.group("v6") or match.group("host"), int(match.group("port")))
+
+
+def optional_host_port(text: str) -> HostPort | None:
+    return host_port(text) if text.strip() else None
+
+
+def boolean(text: str) -> bool:
+    try:
+        return BOOLEANS[text.strip().lower()]
+    except KeyError:
+        raise ValueProblem("yes or no") from None
+
+
+def choice(*options: str) -> _Choice:
+    return _Choice(options)
+
+
+@dataclass(frozen=True)
+class _Choice:
+    options: tuple[str, ...]
+
+    def __call__(self, text: str) -> str:
+        value = text.strip().lower()
+        if value not in self.options:
+            raise ValueProblem("one of " + ", ".join(self.options))
+        return value
+
+
+def positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) <= 0:
+        raise ValueProblem("a whole number greater than 0")
+    return int(text)
+
+
+def port(text: str) -> int:
+    if not text.strip().isdigit() or not 0 < int(text) <= 65535:
+        raise ValueProblem("a TCP port from 1 to 65535")
+    return int(text)
+
+
+def time_of_day(text: str) -> time:
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
+    if match is None or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        raise ValueProblem("a time of day HH:MM such as 09:00")
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def timezone(text: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(text.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueProblem("an IANA time zone such as UTC or Europe/Berlin") from None
+
+
+def text_value(text: str) -> str:
+    if not text.strip():
+        raise ValueProblem("a non-empty value")
+    return text.strip()
+
+
+def optional_text(text: str) -> str | None:
+    return text.strip() or None
+
+
+def case_tag(text: str) -> str:
+    value = text.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,39}", value):
+        raise ValueProblem("a short tag of letters, digits, spaces, '.', '_' or '-' (at most 40)")
+    return value
+
+
+def storage_url(text: str) -> str:
+    expected = "an SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB"
+    try:
+        url = make_url(text.strip())
+    except ArgumentError:
+        raise ValueProblem(expected) from None
+    if url.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        raise ValueProblem(expected)
+    if url.drivername.startswith("sqlite") and not url.database:
+        raise ValueProblem(expected + " (an in-memory SQLite database would lose mail)")
+    return text.strip()
+
+
+def path_relative_to(base: Path) -> _PathParser:
+    return _PathParser(base)
+
+
+@dataclass(frozen=True)
+class _PathParser:
+    """Relative paths are taken from the configuration file's directory."""
+
+    base: Path
+
+    def __call__(self, text: str) -> Path:
+        value = text.strip()
+        if not value or "\0" in value:
+            raise ValueProblem("a file path")
+        return self.base / Path(value).expanduser()
+
+    def optional(self, text: str) -> Path | None:
+        return self(text) if text.strip() else None

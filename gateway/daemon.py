@@ -1,0 +1,83 @@
+"""`serve`: prepares storage, starts every configured component, drains on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import UTC, datetime
+from typing import Protocol
+
+from gateway import logs, secret
+from gateway.config import Settings
+from storage import migrate
+from storage.db import Database
+
+log = logs.get("daemon")
+
+
+class Component(Protocol):
+    """Something `serve` runs: started in order, stopped in reverse order."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def run(settings: Settings) -> None:
+    logs.configure(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+
+
+def prepare(settings: Settings) -> tuple[Database, secret.Secrets]:
+    """Secret, schema and the secret's fingerprint: everything before any listener opens."""
+    found = secret.load(settings, create=True)
+    database = Database(settings.storage.url)
+    migrate.upgrade(database)
+    with database.transaction() as session:
+        secret.check_fingerprint(session, found, datetime.now(UTC))
+    if not settings.require_dkim:
+        logs.event(
+            log,
+            logging.WARNING,
+            "dkim-not-required",
+            detail="[auth] require_dkim = no: staff commands are trusted on the "
+            "signed address alone",
+        )
+    return database, found
+
+
+def components(settings: Settings, database: Database, found: secret.Secrets) -> list[Component]:
+    """What this configuration runs; later capabilities register here."""
+    return []
+
+
+async def serve(settings: Settings) -> None:
+    database, found = await asyncio.to_thread(prepare, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    running: list[Component] = []
+    try:
+        for component in components(settings, database, found):
+            await component.start()
+            running.append(component)
+            logs.event(log, logging.INFO, "component-started", component=component.name)
+        logs.event(
+            log,
+            logging.INFO,
+            "ready",
+            revision=migrate.current_revision(database),
+            components=",".join(c.name for c in running) or "none",
+        )
+        await stop.wait()
+        logs.event(log, logging.INFO, "draining")
+    finally:
+        for component in reversed(running):
+            await component.stop()
+            logs.event(log, logging.INFO, "component-stopped", component=component.name)
+        database.dispose()
+    logs.event(log, logging.INFO, "stopped")

@@ -1,0 +1,146 @@
+"""The outbox: owed mail, written with the change that caused it, delivered with retries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from storage.claims import claim
+from storage.models import OutboxEntry
+
+PENDING = "pending"
+SENT = "sent"
+FAILED = "failed"  # refused permanently, or bounced; shown in the digest
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    id: int
+    case: int | None
+    kind: str
+    envelope_sender: str
+    recipient: str
+    message_id: str
+    raw: bytes
+    attempts: int
+
+
+@dataclass(frozen=True)
+class NewMail:
+    """What a handler asks to send; the sender fills in nothing but delivery state."""
+
+    kind: str
+    envelope_sender: str
+    recipient: str
+    message_id: str
+    raw: bytes
+    case: int | None = None
+    automatic: bool = False
+    bounce_id: str | None = None
+    caused_by: str | None = None
+
+
+def enqueue(session: Session, mail: NewMail, now: datetime) -> int:
+    row = OutboxEntry(
+        case_number=mail.case,
+        kind=mail.kind,
+        automatic=mail.automatic,
+        envelope_sender=mail.envelope_sender,
+        recipient=mail.recipient,
+        message_id=mail.message_id,
+        bounce_id=mail.bounce_id,
+        caused_by=mail.caused_by,
+        raw=mail.raw,
+        state=PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def claim_due(
+    session: Session,
+    now: datetime,
+    lease: timedelta,
+    limit: int = 20,
+) -> list[OutgoingMail]:
+    query = select(OutboxEntry).where(
+        OutboxEntry.state == PENDING, OutboxEntry.next_attempt_at <= now
+    )
+    return [
+        OutgoingMail(
+            r.id,
+            r.case_number,
+            r.kind,
+            r.envelope_sender,
+            r.recipient,
+            r.message_id,
+            r.raw or b"",
+            r.attempts,
+        )
+        for r in claim(session, OutboxEntry, query, now, lease, limit)
+    ]
+
+
+def mark_sent(session: Session, mail_id: int, now: datetime) -> None:
+    session.execute(
+        update(OutboxEntry)
+        .where(OutboxEntry.id == mail_id)
+        .values(
+            state=SENT,
+            sent_at=now,
+            attempts=OutboxEntry.attempts + 1,
+            claimed_until=None,
+            last_error=None,
+        )
+    )
+
+
+def mark_retry(session: Session, mail_id: int, error: str, retry_at: datetime) -> None:
+    session.execute(
+        update(OutboxEntry)
+        .where(OutboxEntry.id == mail_id)
+        .values(
+            attempts=OutboxEntry.attempts + 1,
+            next_attempt_at=retry_at,
+            claimed_until=None,
+            last_error=error[:2000],
+        )
+    )
+
+
+def mark_failed(session: Session, mail_id: int, error: str) -> None:
+    session.execute(
+        update(OutboxEntry)
+        .where(OutboxEntry.id == mail_id)
+        .values(
+            state=FAILED,
+            attempts=OutboxEntry.attempts + 1,
+            claimed_until=None,
+            last_error=error[:2000],
+        )
+    )
+
+
+def automatic_sent_since(session: Session, recipient: str, since: datetime) -> int:
+    """Automatic replies owed to one address since `since` (the RFC 3834 rate limit)."""
+    return session.execute(
+        select(func.count())
+        .select_from(OutboxEntry)
+        .where(
+            OutboxEntry.recipient == recipient,
+            OutboxEntry.automatic.is_(True),
+            OutboxEntry.created_at >= since,
+        )
+    ).scalar_one()
+
+
+def count_by_state(session: Session) -> dict[str, int]:
+    rows = session.execute(select(OutboxEntry.state, func.count()).group_by(OutboxEntry.state))
+    return {str(state): int(count) for state, count in rows.all()}

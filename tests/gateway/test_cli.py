@@ -1,0 +1,203 @@
+"""The command line: help, version, -c anywhere, check-config, db upgrade, serve and SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gateway.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+EXE = [sys.executable, "-m", "gateway"]
+
+
+def write_config(tmp_path: Path, url: str | None = None, extra: str = "") -> Path:
+    path = tmp_path / "gateway.ini"
+    path.write_text(
+        "[gateway]\nconduct_address = conduct@example.org\nstaff = alice@example.org\n"
+        "executive_director = ed@example.org\nsecret_file = state/secret\n"
+        f"[storage]\nurl = {url or 'sqlite:///state/gateway.db'}\n"
+        "[outbound]\nsmarthost = maildir:state/outgoing\n"
+        "[smtp]\nlisten = 127.0.0.1:0\n" + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_help_lists_the_commands() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("serve", "check-config", "db", "audit"):
+        assert command in result.output
+
+
+def test_every_subcommand_has_help() -> None:
+    for words in (["serve"], ["check-config"], ["db"], ["db", "upgrade"], ["audit", "verify"]):
+        result = CliRunner().invoke(main, [*words, "--help"])
+        assert result.exit_code == 0, words
+        assert "-c, --config FILE" in result.output
+
+
+def test_version_is_printed() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert "conduct-gateway, version" in result.output
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-c", "{cfg}", "check-config"],
+        ["check-config", "-c", "{cfg}"],
+        ["--config={cfg}", "check-config"],
+    ],
+)
+def test_the_config_option_stands_before_or_after_the_subcommand(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    cfg = write_config(tmp_path)
+    result = CliRunner().invoke(main, [a.replace("{cfg}", str(cfg)) for a in argv])
+    assert result.exit_code == 0, result.output
+    assert "conduct_address = conduct@example.org" in result.output
+
+
+def test_the_config_option_may_follow_any_word(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    for argv in (["db", "-c", str(cfg), "upgrade"], ["db", "upgrade", "-c", str(cfg)]):
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 0, result.output
+        assert "database at revision" in result.output
+
+
+def test_the_environment_names_the_file_when_no_option_does(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    result = CliRunner().invoke(main, ["check-config"], env={"CONDUCT_GATEWAY_CONFIG": str(cfg)})
+    assert result.exit_code == 0
+
+
+def test_check_config_on_the_example_exits_0() -> None:
+    result = subprocess.run(
+        [*EXE, "check-config", "-c", str(ROOT / "config.example.ini")],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[reminders]" in result.stdout
+
+
+def test_a_bad_value_exits_2_naming_file_section_and_key(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, extra="[reminders]\nacknowledge_within = soon\n")
+    result = subprocess.run(
+        [*EXE, "check-config", "-c", str(cfg)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert f"{cfg}: [reminders] acknowledge_within: 'soon': expected a duration" in result.stderr
+
+
+def test_check_config_masks_the_database_password(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, url="postgresql+psycopg://gw:hunter2@db.example.org/gw")
+    result = CliRunner().invoke(main, ["check-config", "-c", str(cfg)])
+    assert result.exit_code == 0
+    assert "hunter2" not in result.output
+    assert "postgresql+psycopg://gw:***@db.example.org/gw" in result.output
+
+
+def start_serve(cfg: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*EXE, "serve", "-c", str(cfg)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float = 30) -> str:
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return line
+    process.kill()
+    raise AssertionError(f"{needle!r} not logged; got:\n{''.join(seen)}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serve_starts_and_a_stop_signal_exits_0(tmp_path: Path, signum: int) -> None:
+    cfg = write_config(tmp_path)
+    process = start_serve(cfg)
+    wait_for_line(process, "event=ready")
+    process.send_signal(signum)
+    assert process.wait(timeout=30) == 0
+    secret = tmp_path / "state" / "secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert len(secret.read_bytes()) == 32
+
+
+def test_serve_refuses_a_secret_the_database_does_not_know(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    process = start_serve(cfg)
+    wait_for_line(process, "event=ready")
+    process.terminate()
+    assert process.wait(timeout=30) == 0
+    (tmp_path / "state" / "secret").write_bytes(os.urandom(32))
+    result = subprocess.run(
+        [*EXE, "serve", "-c", str(cfg)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 1
+    assert "does not match" in result.stderr
+
+
+def test_serve_accepts_a_rotated_secret_and_records_it(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    process = start_serve(cfg)
+    wait_for_line(process, "event=ready")
+    process.terminate()
+    process.wait(timeout=30)
+    old = tmp_path / "state" / "secret"
+    old.rename(tmp_path / "state" / "secret.old")
+    old.write_bytes(os.urandom(32))
+    cfg.write_text(
+        cfg.read_text().replace(
+            "secret_file = state/secret\n",
+            "secret_file = state/secret\nprevious_secret_file = state/secret.old\n",
+        )
+    )
+    process = start_serve(cfg)
+    wait_for_line(process, "event=ready")
+    process.terminate()
+    assert process.wait(timeout=30) == 0
+    result = CliRunner().invoke(main, ["audit", "verify", "-c", str(cfg)])
+    assert result.exit_code == 0
+    assert result.output.startswith("1 events")
+
+
+@pytest.mark.postgres
+def test_serve_with_postgresql_refuses_to_create_a_secret(
+    tmp_path: Path,
+    postgres: object,
+) -> None:
+    from tests.conftest import PostgresServer
+
+    assert isinstance(postgres, PostgresServer)
+    cfg = write_config(tmp_path, url=postgres.create())
+    result = subprocess.run(
+        [*EXE, "serve", "-c", str(cfg)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 2
+    assert "must share one secret" in result.stderr
+    assert not (tmp_path / "state" / "secret").exists()

@@ -1,0 +1,214 @@
+"""Configuration: every key validated, errors name file, section, key and what was expected."""
+
+from __future__ import annotations
+
+from datetime import time, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway import config
+from gateway.config import ConfigError
+from gateway.config_values import HostPort
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIRED = """[gateway]
+conduct_address = conduct@example.org
+staff = Alice Example <alice@example.org>, bob@example.org
+executive_director = Erin Director <ed@example.org>
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.ini"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_with(tmp_path: Path, extra: str) -> config.Settings:
+    return config.load(write(tmp_path, REQUIRED + extra))
+
+
+def test_the_example_file_loads_as_is() -> None:
+    settings = config.load(ROOT / "config.example.ini")
+    assert settings.gateway.conduct_address == "conduct@example.org"
+    assert settings.outbound.maildir == ROOT / "var" / "outgoing"
+    assert settings.smtp.listen == HostPort("127.0.0.1", 2525)
+    assert settings.storage.url == f"sqlite:///{ROOT / 'var' / 'gateway.db'}"
+
+
+def test_every_left_out_key_takes_its_default(tmp_path: Path) -> None:
+    settings = load_with(tmp_path, "")
+    assert settings.gateway.postmaster == "alice@example.org"
+    assert settings.gateway.local_domains == ("example.org",)
+    assert settings.gateway.case_tag == "Conduct"
+    assert settings.relay.upstream_protocol == "lmtp"
+    assert settings.relay.lists == ()
+    assert settings.moderators == {}
+    assert settings.smtp.max_message_size == 25 * 1024 * 1024
+    assert settings.smtp.timeout == timedelta(minutes=5)
+    assert settings.reminders.acknowledge_within == timedelta(hours=24)
+    assert settings.reminders.digest_at == time(9, 0)
+    assert settings.retention.resolved == timedelta(weeks=60)
+    assert settings.require_dkim is True
+    assert settings.imap.enabled is False
+    assert settings.policy_listen is None
+    assert settings.smtp.hostname
+
+
+def test_staff_with_display_names_are_parsed(tmp_path: Path) -> None:
+    settings = load_with(tmp_path, "")
+    assert [(p.name, p.address) for p in settings.gateway.staff] == [
+        ("Alice Example", "alice@example.org"),
+        ("", "bob@example.org"),
+    ]
+    assert settings.gateway.executive_director.name == "Erin Director"
+
+
+def test_inline_comments_after_whitespace_are_ignored(tmp_path: Path) -> None:
+    settings = load_with(tmp_path, "[smtp]\nmax_connections = 7   ; seven\ntimeout = 2m # two\n")
+    assert settings.smtp.max_connections == 7
+    assert settings.smtp.timeout == timedelta(minutes=2)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("reminders", "acknowledge_within", "soon", "a duration such as 90s"),
+        ("reminders", "urgent_repeat", "10", "a duration"),
+        ("reminders", "digest_at", "25:00", "a time of day HH:MM"),
+        ("reminders", "timezone", "Mars/Olympus", "an IANA time zone"),
+        ("smtp", "listen", "localhost", "HOST:PORT"),
+        ("smtp", "listen", "127.0.0.1:70000", "HOST:PORT"),
+        ("smtp", "max_message_size", "25G", "a size in bytes"),
+        ("smtp", "max_connections", "-1", "a whole number greater than 0"),
+        ("smtp", "hostname", "not a host", "a domain name"),
+        ("relay", "upstream_protocol", "uucp", "one of lmtp, smtp"),
+        ("relay", "ban_action", "bounce", "one of reject, hold, discard"),
+        ("relay", "lists", "dev@lists.example.org, not-an-address", "an email address"),
+        ("relay", "list_domains", "lists..example.org", "a domain name"),
+        (
+            "outbound",
+            "smarthost",
+            "mail.example.org",
+            "HOST:PORT of the smarthost, or maildir:PATH",
+        ),
+        ("outbound", "tls", "maybe", "one of none, opportunistic, required"),
+        ("imap", "port", "imap", "a TCP port"),
+        ("imap", "enabled", "perhaps", "yes or no"),
+        ("storage", "url", "mysql://root@localhost/db", "an SQLAlchemy URL"),
+        ("storage", "url", "sqlite://", "an in-memory SQLite database would lose mail"),
+        ("auth", "require_dkim", "sometimes", "yes or no"),
+        ("retention", "resolved", "60 weeks", "a duration"),
+        ("logging", "level", "loud", "one of debug, info, warning, error"),
+        ("logging", "format", "xml", "one of text, json"),
+    ],
+)
+def test_a_bad_value_names_file_section_key_value_and_expectation(
+    tmp_path: Path, section: str, key: str, value: str, expected: str
+) -> None:
+    path = write(tmp_path, REQUIRED + f"[{section}]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as raised:
+        config.load(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: [{section}] {key}: ")
+    assert repr(value) in message
+    assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("conduct_address", "not-an-address"),
+        ("staff", "alice@"),
+        ("executive_director", "a@example.org, b@example.org"),
+        ("postmaster", "x"),
+        ("case_tag", "[bad]"),
+        ("local_domains", "exa mple.org"),
+    ],
+)
+def test_bad_gateway_values_are_refused_by_name(tmp_path: Path, key: str, value: str) -> None:
+    text = REQUIRED.replace(f"{key} = ", f"{key}_old = ") if key in REQUIRED else REQUIRED
+    text = "\n".join(line for line in text.splitlines() if not line.startswith(f"{key}_old"))
+    with pytest.raises(ConfigError, match=rf"\[gateway\] {key}: "):
+        config.load(write(tmp_path, text + f"\n{key} = {value}\n"))
+
+
+def test_a_misspelt_key_is_refused_by_name_with_a_suggestion(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_with(tmp_path, "[reminders]\nacknowledge_whithin = 1h\n")
+    assert "[reminders] acknowledge_whithin: unknown key" in str(raised.value)
+    assert "did you mean 'acknowledge_within'" in str(raised.value)
+
+
+def test_an_unknown_section_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[remniders\]: unknown section"):
+        load_with(tmp_path, "[remniders]\nx = 1\n")
+
+
+def test_a_required_key_left_out_is_named(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[gateway]\nconduct_address = conduct@example.org\nexecutive_director = ed@example.org\n",
+    )
+    with pytest.raises(ConfigError, match=r"\[gateway\] staff: is required"):
+        config.load(path)
+
+
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[smtp\] timeout: the key is given twice"):
+        load_with(tmp_path, "[smtp]\ntimeout = 1m\ntimeout = 2m\n")
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the configuration file"):
+        config.load(tmp_path / "absent.ini")
+
+
+def test_moderators_must_name_a_served_list(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[moderators\] dev@lists.example.org: .*served"):
+        load_with(tmp_path, "[moderators]\ndev@lists.example.org = carol@example.org\n")
+    settings = load_with(
+        tmp_path,
+        "[relay]\nlists = dev@lists.example.org\n"
+        "[moderators]\ndev@lists.example.org = carol@example.org, d@example.org\n",
+    )
+    assert settings.moderators == {"dev@lists.example.org": ("carol@example.org", "d@example.org")}
+
+
+def test_tls_certificate_and_key_go_together(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[smtp\] tls_key: .*together"):
+        load_with(tmp_path, "[smtp]\ntls_certificate = cert.pem\n")
+
+
+def test_imap_enabled_needs_host_user_and_password_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[imap\] host: is required when"):
+        load_with(tmp_path, "[imap]\nenabled = yes\n")
+
+
+def test_local_domains_must_include_the_conduct_domain(tmp_path: Path) -> None:
+    text = REQUIRED + "local_domains = other.org\n"
+    with pytest.raises(ConfigError, match=r"\[gateway\] local_domains: .*example.org"):
+        config.load(write(tmp_path, text))
+
+
+def test_relative_paths_start_at_the_file_directory(tmp_path: Path) -> None:
+    settings = load_with(
+        tmp_path, "[outbound]\nsmarthost = maildir:out\n[storage]\nurl = sqlite:///state/g.db\n"
+    )
+    assert settings.outbound.maildir == tmp_path / "out"
+    assert settings.outbound.smarthost is None
+    assert settings.storage.url == f"sqlite:///{tmp_path / 'state' / 'g.db'}"
+    assert settings.gateway.secret_file == Path("/var/lib/conduct-gateway/secret")
+
+
+def test_the_path_comes_from_the_option_then_the_environment_then_etc() -> None:
+    env = {"CONDUCT_GATEWAY_CONFIG": "/srv/env.ini"}
+    assert config.resolve_path("/srv/opt.ini", env) == Path("/srv/opt.ini")
+    assert config.resolve_path(None, env) == Path("/srv/env.ini")
+    assert config.resolve_path(None, {}) == Path("/etc/conduct-gateway/gateway.ini")
+
+
+def test_idna_domains_are_stored_as_a_labels(tmp_path: Path) -> None:
+    settings = load_with(tmp_path, "[relay]\nlists = dev@bücher.example\n")
+    assert settings.relay.lists == ("dev@xn--bcher-kva.example",)

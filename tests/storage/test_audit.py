@@ -1,0 +1,106 @@
+"""The audit chain verifies, and names the first event edited, inserted or deleted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, update
+
+from storage import audit
+from storage.db import Database
+from storage.models import AuditEvent
+
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+def add_events(db: Database, count: int) -> None:
+    with db.transaction() as session:
+        for n in range(count):
+            audit.append(
+                session,
+                at=NOW + timedelta(seconds=n),
+                action="status",
+                actor="alice@example.org",
+                case=1,
+                detail={"to": f"s{n}"},
+            )
+
+
+def test_an_untouched_chain_verifies_with_its_count_and_latest_link(db: Database) -> None:
+    add_events(db, 5)
+    with db.transaction() as session:
+        report = audit.verify_chain(session)
+        assert report.problem is None
+        assert report.count == 5
+        assert report.latest_link == audit.latest_link(session)
+
+
+def test_an_edited_detail_is_named(db: Database) -> None:
+    add_events(db, 5)
+    with db.transaction() as session:
+        session.execute(update(AuditEvent).where(AuditEvent.seq == 3).values(detail="{}"))
+    with db.transaction() as session:
+        report = audit.verify_chain(session)
+    assert report.problem == "event 3 was edited"
+
+
+def test_an_edited_time_is_named(db: Database) -> None:
+    add_events(db, 5)
+    with db.transaction() as session:
+        session.execute(
+            update(AuditEvent).where(AuditEvent.seq == 2).values(at=NOW - timedelta(days=1))
+        )
+    with db.transaction() as session:
+        assert audit.verify_chain(session).bad_seq == 2
+
+
+def test_a_deleted_event_is_named(db: Database) -> None:
+    add_events(db, 5)
+    with db.transaction() as session:
+        session.execute(delete(AuditEvent).where(AuditEvent.seq == 4))
+    with db.transaction() as session:
+        assert audit.verify_chain(session).problem == "event 4 is deleted"
+
+
+def test_a_deleted_last_event_is_named(db: Database) -> None:
+    add_events(db, 5)
+    with db.transaction() as session:
+        session.execute(delete(AuditEvent).where(AuditEvent.seq == 5))
+    with db.transaction() as session:
+        assert audit.verify_chain(session).problem == "event 5 is deleted"
+
+
+def test_an_inserted_event_is_named(db: Database) -> None:
+    add_events(db, 3)
+    with db.transaction() as session:
+        # A forger renumbers events 2 and 3 to make room and inserts a fake one as 2.
+        session.execute(update(AuditEvent).where(AuditEvent.seq == 3).values(seq=4))
+        session.execute(update(AuditEvent).where(AuditEvent.seq == 2).values(seq=3))
+        fake = session.get(AuditEvent, 1)
+        assert fake is not None
+        session.add(
+            AuditEvent(
+                seq=2,
+                at=NOW,
+                case_number=1,
+                actor="mallory",
+                action="status",
+                detail="{}",
+                salt="00" * 16,
+                digest=fake.digest,
+                link=fake.link,
+            )
+        )
+    with db.transaction() as session:
+        assert audit.verify_chain(session).bad_seq == 2
+
+
+def test_a_purged_case_still_verifies_without_people_or_details(db: Database) -> None:
+    add_events(db, 4)
+    with db.transaction() as session:
+        audit.append(session, at=NOW, action="opened", actor="x@example.net", case=2)
+        audit.purge_case(session, 1)
+    with db.transaction() as session:
+        assert audit.verify_chain(session).problem is None
+        assert all(e.actor is None and e.detail is None for e in audit.for_case(session, 1))
+        assert audit.for_case(session, 2)[0].actor == "x@example.net"

@@ -1,0 +1,83 @@
+"""The outbox: owed mail is claimed once, retried after back-off, marked sent or failed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from storage import outbox
+from storage.db import Database
+
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+LEASE = timedelta(minutes=1)
+
+
+def mail(
+    message_id: str,
+    *,
+    automatic: bool = False,
+    recipient: str = "r@example.net",
+) -> outbox.NewMail:
+    return outbox.NewMail(
+        kind="ack",
+        envelope_sender="",
+        recipient=recipient,
+        message_id=message_id,
+        raw=b"Subject: x\r\n\r\nhi\r\n",
+        automatic=automatic,
+    )
+
+
+def test_owed_mail_is_claimed_sent_and_not_claimed_again(db: Database) -> None:
+    with db.transaction() as session:
+        mail_id = outbox.enqueue(session, mail("m1@example.org"), NOW)
+    with db.transaction() as session:
+        claimed = outbox.claim_due(session, NOW, LEASE)
+        assert [m.id for m in claimed] == [mail_id]
+        outbox.mark_sent(session, mail_id, NOW)
+    with db.transaction() as session:
+        assert outbox.claim_due(session, NOW + timedelta(hours=1), LEASE) == []
+        assert outbox.count_by_state(session) == {"sent": 1}
+
+
+def test_a_temporary_failure_is_retried_at_its_time(db: Database) -> None:
+    with db.transaction() as session:
+        mail_id = outbox.enqueue(session, mail("m2@example.org"), NOW)
+        outbox.claim_due(session, NOW, LEASE)
+        outbox.mark_retry(session, mail_id, "451 try later", NOW + timedelta(minutes=1))
+    with db.transaction() as session:
+        assert outbox.claim_due(session, NOW + timedelta(seconds=59), LEASE) == []
+        assert len(outbox.claim_due(session, NOW + timedelta(minutes=1), LEASE)) == 1
+
+
+def test_a_crashed_sender_s_claim_expires_and_the_mail_is_sent_by_another(db: Database) -> None:
+    with db.transaction() as session:
+        outbox.enqueue(session, mail("m3@example.org"), NOW)
+        assert len(outbox.claim_due(session, NOW, LEASE)) == 1
+    with db.transaction() as session:
+        again = outbox.claim_due(session, NOW + LEASE, LEASE)
+    assert [m.message_id for m in again] == ["m3@example.org"]
+
+
+def test_message_ids_are_unique_so_a_resend_is_recognisable(db: Database) -> None:
+    with db.transaction() as session:
+        outbox.enqueue(session, mail("same@example.org"), NOW)
+    with pytest.raises(IntegrityError), db.transaction() as session:
+        outbox.enqueue(session, mail("same@example.org"), NOW)
+
+
+def test_automatic_replies_are_counted_per_recipient_for_the_rate_limit(db: Database) -> None:
+    with db.transaction() as session:
+        for n in range(3):
+            outbox.enqueue(
+                session, mail(f"a{n}@example.org", automatic=True), NOW + timedelta(minutes=n)
+            )
+        outbox.enqueue(session, mail("staff@example.org"), NOW)
+        outbox.enqueue(session, mail("b@example.org", automatic=True, recipient="o@x.net"), NOW)
+    with db.transaction() as session:
+        assert outbox.automatic_sent_since(session, "r@example.net", NOW) == 3
+        assert (
+            outbox.automatic_sent_since(session, "r@example.net", NOW + timedelta(minutes=1)) == 2
+        )
