@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from datetime import UTC, datetime
 from typing import Protocol
@@ -27,6 +28,8 @@ class Component(Protocol):
 
 
 def run(settings: Settings) -> None:
+    # Everything the gateway writes (database, secret, outgoing Maildir) holds reports.
+    os.umask(0o077)
     logs.configure(settings.log_level, settings.log_format)
     asyncio.run(serve(settings))
 

@@ -21,10 +21,20 @@ def get(component: str) -> logging.Logger:
     return logging.getLogger(f"{LOGGER_NAME}.{component}")
 
 
-def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
-    """Log event `name` with fields; callers pass ids and rule names, never bodies or secrets."""
+def event(
+    logger: logging.Logger,
+    level: int,
+    name: str,
+    *,
+    exc_info: BaseException | bool | None = None,
+    **fields: Any,
+) -> None:
+    """Log event `name` with fields; callers pass ids and rule names, never bodies or secrets.
+
+    With `exc_info`, only the exception's type is written: its message may quote mail.
+    """
     if logger.isEnabledFor(level):
-        logger.log(level, name, extra={"fields": fields})
+        logger.log(level, name, exc_info=exc_info, extra={"fields": fields})
 
 
 class _Formatter(logging.Formatter):

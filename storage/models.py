@@ -147,6 +147,9 @@ class OutboxEntry(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     case_number: Mapped[int | None] = mapped_column(Integer, index=True)
     kind: Mapped[str] = mapped_column(String(16))
+    # smarthost: mail the gateway sends; upstream: a list post owed to the list server
+    # (a released held post, or an LMTP recipient that deferred).
+    route: Mapped[str] = mapped_column(String(10), default="smarthost")
     automatic: Mapped[bool] = mapped_column(Boolean, default=False)
     envelope_sender: Mapped[str] = mapped_column(String(320))
     recipient: Mapped[str] = mapped_column(String(320))

@@ -21,6 +21,7 @@ class OutgoingMail:
     id: int
     case: int | None
     kind: str
+    route: str
     envelope_sender: str
     recipient: str
     message_id: str
@@ -38,6 +39,7 @@ class NewMail:
     message_id: str
     raw: bytes
     case: int | None = None
+    route: str = "smarthost"
     automatic: bool = False
     bounce_id: str | None = None
     caused_by: str | None = None
@@ -47,6 +49,7 @@ def enqueue(session: Session, mail: NewMail, now: datetime) -> int:
     row = OutboxEntry(
         case_number=mail.case,
         kind=mail.kind,
+        route=mail.route,
         automatic=mail.automatic,
         envelope_sender=mail.envelope_sender,
         recipient=mail.recipient,
@@ -78,6 +81,7 @@ def claim_due(
             r.id,
             r.case_number,
             r.kind,
+            r.route,
             r.envelope_sender,
             r.recipient,
             r.message_id,

@@ -165,6 +165,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("case_number", sa.Integer(), nullable=True),
         sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("route", sa.String(length=10), nullable=False),
         sa.Column("automatic", sa.Boolean(), nullable=False),
         sa.Column("envelope_sender", sa.String(length=320), nullable=False),
         sa.Column("recipient", sa.String(length=320), nullable=False),

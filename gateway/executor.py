@@ -1,0 +1,281 @@
+"""Executes a handler's Outcome: every effect of one message in the caller's transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.secret import Secrets
+from handlers import templates
+from handlers.compose import Envelope as Headers
+from handlers.compose import compose
+from handlers.effects import (
+    NEW,
+    AddParticipant,
+    Audit,
+    CaseRef,
+    Effect,
+    Envelope,
+    MarkOutboxFailed,
+    OpenCase,
+    Outcome,
+    RecordIncoming,
+    SendMail,
+    UpdateCase,
+)
+from handlers.message import ParsedMessage
+from rules import tokens
+from storage import audit, cases, outbox
+from storage.models import OutboxEntry
+
+
+@dataclass(frozen=True)
+class Source:
+    """The received message whose outcome is being applied."""
+
+    inbox_id: int | None
+    raw: bytes
+    parsed: ParsedMessage
+    recipients: tuple[str, ...]
+
+
+@dataclass
+class Applied:
+    case: int | None = None
+    mails: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MailIdentity:
+    conduct_address: str
+    case_tag: str
+    secrets: Secrets
+    staff: tuple[str, ...]
+
+    @property
+    def domain(self) -> str:
+        return self.conduct_address.rpartition("@")[2]
+
+
+class Executor:
+    def __init__(self, identity: MailIdentity) -> None:
+        self.identity = identity
+
+    def apply(
+        self,
+        session: Session,
+        outcome: Outcome,
+        source: Source,
+        now: datetime,
+    ) -> Applied:
+        applied = Applied()
+        for effect in outcome.effects:
+            self._apply(session, effect, source, now, applied)
+        return applied
+
+    def _case(self, ref: CaseRef | None, applied: Applied) -> int | None:
+        if ref == NEW:
+            if applied.case is None:
+                raise ValueError("an effect names the new case before OpenCase")
+            return applied.case
+        assert ref is None or isinstance(ref, int)
+        return ref
+
+    def _apply(
+        self, session: Session, effect: Effect, source: Source, now: datetime, applied: Applied
+    ) -> None:
+        if isinstance(effect, OpenCase):
+            applied.case = cases.open_case(
+                session,
+                now=now,
+                subject=effect.subject,
+                urgent=effect.urgent,
+                possibly_related=effect.possibly_related,
+                imported=effect.imported,
+                status=effect.status,
+            )
+        elif isinstance(effect, AddParticipant):
+            case = self._case(effect.case, applied)
+            assert case is not None
+            cases.add_participant(
+                session,
+                case=case,
+                address=effect.address,
+                written=effect.written,
+                name=effect.name,
+                role=effect.role,
+                recused=effect.recused,
+                now=now,
+            )
+        elif isinstance(effect, RecordIncoming):
+            parsed = source.parsed
+            cases.record_message(
+                session,
+                cases.NewMessage(
+                    case=self._case(effect.case, applied),
+                    direction="in",
+                    kind=effect.kind,
+                    at=now,
+                    message_id=parsed.message_id,
+                    sender=parsed.from_address,
+                    recipients=source.recipients,
+                    party=effect.party,
+                    subject=parsed.subject,
+                    text=parsed.text,
+                    raw=source.raw,
+                    rule=effect.rule,
+                    inbox_id=source.inbox_id,
+                ),
+            )
+        elif isinstance(effect, UpdateCase):
+            case = self._case(effect.case, applied)
+            assert case is not None
+            cases.update_case(session, case, effect.changes, now)
+        elif isinstance(effect, Audit):
+            audit.append(
+                session,
+                at=now,
+                action=effect.action,
+                actor=effect.actor,
+                case=self._case(effect.case, applied),
+                detail=dict(effect.detail),
+            )
+        elif isinstance(effect, SendMail):
+            applied.mails.append(self._send(session, effect, source, now, applied))
+        elif isinstance(effect, MarkOutboxFailed):
+            applied.mails.extend(self._bounced(session, effect, source, now))
+
+    def _subject(self, mail: SendMail, case: int | None) -> str:
+        tag = self.identity.case_tag
+        if case is None:
+            return mail.subject or f"A message from the {tag} team"
+        # Only staff see another participant's Subject (SPEC section 4).
+        text = mail.subject if mail.subject is not None else f"A message from the {tag} team"
+        return f"[{tag} #{case}] {text}"
+
+    def _send(
+        self, session: Session, mail: SendMail, source: Source, now: datetime, applied: Applied
+    ) -> int:
+        case = self._case(mail.case, applied)
+        identity = self.identity
+        message_id = tokens.new_message_id(identity.domain)
+        reply_to = None
+        thread: list[str] = []
+        if case is not None:
+            token = tokens.reply_token(identity.secrets.current, case, mail.recipient)
+            reply_to = tokens.signed_address(identity.conduct_address, case, token)
+            thread = cases.thread_of(session, case, mail.recipient)
+        incoming_id = source.parsed.message_id if mail.references_incoming else None
+        references = [*thread, incoming_id] if incoming_id else thread
+        tag = identity.case_tag
+        headers = Headers(
+            from_name=f"{mail.via_name} via {tag}" if mail.via_name else tag,
+            from_address=identity.conduct_address,
+            to=mail.written,
+            subject=self._subject(mail, case),
+            message_id=message_id,
+            date=now,
+            reply_to=reply_to,
+            in_reply_to=references[-1] if references else None,
+            references=references,
+            auto_submitted=mail.auto_submitted,
+        )
+        params = {"case": str(case) if case is not None else "-", "case_tag": tag, **mail.params}
+        body = templates.render(mail.template, params)
+        raw = compose(headers, body, source.raw if mail.carries_original else None)
+        bounce_id = tokens.new_bounce_id() if mail.envelope is Envelope.BOUNCE else None
+        envelope_sender = (
+            ""
+            if bounce_id is None
+            else tokens.subaddress_for(identity.conduct_address, tokens.Bounce(bounce_id))
+        )
+        outbox_id = outbox.enqueue(
+            session,
+            outbox.NewMail(
+                kind=mail.kind,
+                envelope_sender=envelope_sender,
+                recipient=mail.written,
+                message_id=message_id,
+                raw=raw,
+                case=case,
+                automatic=mail.automatic,
+                bounce_id=bounce_id,
+                caused_by=mail.caused_by,
+            ),
+            now,
+        )
+        cases.record_message(
+            session,
+            cases.NewMessage(
+                case=case,
+                direction="out",
+                kind=mail.kind,
+                at=now,
+                message_id=message_id,
+                sender=identity.conduct_address,
+                recipients=(mail.written,),
+                party=mail.recipient,
+                subject=headers.subject,
+                rule=None,
+                outbox_id=outbox_id,
+            ),
+        )
+        return outbox_id
+
+    def _bounced(
+        self, session: Session, effect: MarkOutboxFailed, source: Source, now: datetime
+    ) -> list[int]:
+        """Mark the answered outbox entry failed and tell who caused it (or all staff)."""
+        query = select(OutboxEntry)
+        if effect.bounce_id is not None:
+            query = query.where(OutboxEntry.bounce_id == effect.bounce_id)
+        elif effect.message_ids:
+            query = query.where(OutboxEntry.message_id.in_(effect.message_ids))
+        else:
+            return []
+        entry = session.execute(query.limit(1)).scalar_one_or_none()
+        if entry is None or entry.kind == "bounce-notice":
+            # Unknown IDs reveal nothing; a bounce of a bounce notice is not told again.
+            return []
+        entry.state = outbox.FAILED
+        entry.last_error = "bounced"
+        audit.append(
+            session,
+            at=now,
+            action="outbox-bounced",
+            actor=None,
+            case=entry.case_number,
+            detail={"outbox_id": entry.id},
+        )
+        told = [entry.caused_by] if entry.caused_by else list(self.identity.staff)
+        notices = []
+        for person in told:
+            notices.append(
+                self._send(
+                    session,
+                    SendMail(
+                        case=None,
+                        recipient=person,
+                        written=person,
+                        kind="bounce-notice",
+                        template="bounce-notice",
+                        params={
+                            "case": str(entry.case_number or "-"),
+                            "recipient": entry.recipient,
+                            "sent": entry.created_at.isoformat(timespec="seconds"),
+                            "message_id": entry.message_id,
+                        },
+                        subject=f"Undeliverable: mail on case #{entry.case_number}"
+                        if entry.case_number
+                        else "Undeliverable mail",
+                        carries_original=True,
+                    ),
+                    source,
+                    now,
+                    Applied(),
+                )
+            )
+        return notices

@@ -1,0 +1,125 @@
+"""Parses raw bytes into a ParsedMessage: standard `email` for headers, mail-parser for parts."""
+
+from __future__ import annotations
+
+import email.message
+import email.parser
+import email.policy
+import email.utils
+from datetime import datetime
+
+from gateway import mail_parts
+from handlers.message import ParsedMessage
+from rules.addresses import AddressError, normalise, parse_header_addresses
+from rules.loops import LoopFacts
+from rules.threading import reference_chain
+
+MAX_HEADER_VALUE = 8192  # longer fields are cut: a 1 MB Subject decides nothing
+
+
+def _headers(raw: bytes) -> email.message.EmailMessage:
+    parser = email.parser.BytesParser(policy=email.policy.default)
+    message = parser.parsebytes(raw, headersonly=True)
+    assert isinstance(message, email.message.EmailMessage)
+    return message
+
+
+def _value(message: email.message.EmailMessage, name: str) -> str | None:
+    """One field's decoded value; broken encodings degrade to the raw text."""
+    try:
+        value = message.get(name)
+    except (IndexError, ValueError, TypeError, LookupError):
+        raw_values = [v for k, v in message.raw_items() if k.lower() == name.lower()]
+        value = str(raw_values[0]) if raw_values else None
+    if value is None:
+        return None
+    return " ".join(str(value).split())[:MAX_HEADER_VALUE]
+
+
+def _from(message: email.message.EmailMessage) -> tuple[str, str | None, str | None]:
+    value = _value(message, "From")
+    if value is None:
+        return "", None, None
+    found = parse_header_addresses(value)
+    if not found:
+        return "", None, None
+    name, written = found[0]
+    try:
+        return name, normalise(written), written
+    except AddressError:
+        return name, None, None
+
+
+def _addresses(message: email.message.EmailMessage, *names: str) -> tuple[str, ...]:
+    result: list[str] = []
+    for name in names:
+        for _, written in parse_header_addresses(_value(message, name) or ""):
+            try:
+                result.append(normalise(written))
+            except AddressError:
+                continue
+    return tuple(dict.fromkeys(result))
+
+
+def _date(message: email.message.EmailMessage) -> datetime | None:
+    value = _value(message, "Date")
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _message_id(message: email.message.EmailMessage) -> str | None:
+    chain = reference_chain(_value(message, "Message-ID"), None)
+    return chain[0] if chain else None
+
+
+def _report_type(message: email.message.EmailMessage) -> str | None:
+    if message.get_content_type() != "multipart/report":
+        return None
+    value = message.get_param("report-type")
+    return value.lower() if isinstance(value, str) else None
+
+
+def parse(raw: bytes, envelope_sender: str | None) -> ParsedMessage:
+    """Never raises on bad mail: every problem becomes a defect."""
+    headers = _headers(raw)
+    name, address, written = _from(headers)
+    subject = _value(headers, "Subject") or ""
+    content_type = headers.get_content_type()
+    parts = mail_parts.extract(raw)
+    loop = LoopFacts(
+        envelope_sender=envelope_sender,
+        from_address=address,
+        auto_submitted=_value(headers, "Auto-Submitted"),
+        precedence=_value(headers, "Precedence"),
+        list_id=_value(headers, "List-Id"),
+        x_autoreply=_value(headers, "X-Autoreply"),
+        x_autorespond=_value(headers, "X-Autorespond"),
+        content_type=content_type,
+        report_type=_report_type(headers),
+        subject=subject,
+    )
+    header_text = " ".join(
+        filter(None, (_value(headers, n) for n in ("From", "To", "Cc", "Subject")))
+    )
+    return ParsedMessage(
+        message_id=_message_id(headers),
+        from_name=name,
+        from_address=address,
+        from_written=written,
+        subject=subject,
+        date=_date(headers),
+        references=reference_chain(_value(headers, "In-Reply-To"), _value(headers, "References")),
+        to_cc=_addresses(headers, "To", "Cc"),
+        header_text=header_text,
+        text=parts.text,
+        html_only=parts.html_only,
+        attachments=parts.attachments,
+        defects=tuple(str(d) for d in headers.defects) + parts.defects,
+        loop=loop,
+        reported_message_ids=parts.reported_message_ids,
+    )

@@ -1,0 +1,128 @@
+"""The inbox worker: parse, decide in handlers, apply the effects, all in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from gateway import logs
+from gateway.config import Settings
+from gateway.processing import process
+from gateway.secret import Secrets
+from rules.retry import next_attempt
+from storage import inbox
+from storage.db import Database
+from storage.inbox import InboxMessage
+
+log = logs.get("pipeline")
+CLAIM_LEASE = timedelta(minutes=5)
+FIRST_RETRY = timedelta(seconds=30)
+POLL_SECONDS = 1.0
+
+
+class Pipeline:
+    """A Component: drains the inbox; a failing message is quarantined, never lost."""
+
+    name = "pipeline"
+
+    def __init__(
+        self,
+        settings: Callable[[], Settings],
+        database: Database,
+        secrets: Secrets,
+        clock: Callable[[], datetime],
+        on_mail: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.secrets = secrets
+        self.clock = clock
+        self.on_mail = on_mail
+        self.quarantined = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def notify(self) -> None:
+        """Something was stored: look at the inbox now rather than at the next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pipeline")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                done = await asyncio.to_thread(self.process_batch)
+            except Exception:
+                logs.event(log, logging.ERROR, "pipeline-error", exc_info=True)
+                done = 0
+            if done:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            self._wake.clear()
+
+    def process_batch(self, limit: int = 20) -> int:
+        """Claim due inbox entries and process each; returns how many were claimed."""
+        now = self.clock()
+        with self.database.transaction() as session:
+            claimed = inbox.claim_due(session, now, CLAIM_LEASE, limit)
+        for entry in claimed:
+            self.process_one(entry)
+        return len(claimed)
+
+    def process_one(self, entry: InboxMessage) -> None:
+        settings = self.settings()
+        try:
+            mails = self._apply(settings, entry)
+        except Exception as error:
+            self._quarantine(entry, error)
+            return
+        if mails:
+            self.on_mail()
+
+    def _apply(self, settings: Settings, entry: InboxMessage) -> int:
+        now = self.clock()
+        with self.database.transaction() as session:
+            done = process(session, settings, self.secrets, entry, now)
+            inbox.mark_done(session, entry.id, now)
+        logs.event(
+            log,
+            logging.INFO,
+            "processed",
+            inbox_id=entry.id,
+            message_id=entry.message_id,
+            route=done.outcome.route,
+            rule=done.outcome.rule,
+            case=done.applied.case,
+            mails=len(done.applied.mails),
+        )
+        return len(done.applied.mails)
+
+    def _quarantine(self, entry: InboxMessage, error: Exception) -> None:
+        """Keep the message, record why, retry with back-off; the others go on."""
+        now = self.clock()
+        retry_at = next_attempt(entry.attempts, FIRST_RETRY, now)
+        self.quarantined += 1
+        logs.event(
+            log,
+            logging.ERROR,
+            "quarantined",
+            inbox_id=entry.id,
+            message_id=entry.message_id,
+            error=type(error).__name__,
+            retry_at=retry_at.isoformat(timespec="seconds"),
+            exc_info=error,
+        )
+        with self.database.transaction() as session:
+            inbox.mark_failed(session, entry.id, now, f"{type(error).__name__}: {error}", retry_at)

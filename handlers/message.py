@@ -1,0 +1,36 @@
+"""A received message as the handlers see it: decided headers, text, attachments, envelope."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from rules.loops import LoopFacts
+
+
+@dataclass(frozen=True)
+class Attachment:
+    name: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """Parsed tolerantly: a defect never raises, it is listed in `defects`."""
+
+    message_id: str | None
+    from_name: str
+    from_address: str | None  # normalised; None when missing or unparsable
+    from_written: str | None  # as written, where mail to the sender goes
+    subject: str
+    date: datetime | None
+    references: tuple[str, ...]  # In-Reply-To, then References nearest first
+    to_cc: tuple[str, ...]  # normalised
+    header_text: str  # decoded From/To/Cc/Subject, for finding names
+    text: str  # plain text; HTML-only mail rendered as text
+    html_only: bool
+    attachments: tuple[Attachment, ...]
+    defects: tuple[str, ...]
+    loop: LoopFacts
+    reported_message_ids: tuple[str, ...]  # a DSN: the Message-IDs of the mail it reports

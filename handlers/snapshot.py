@@ -1,0 +1,86 @@
+"""What a handler may know: configuration facts, the cases in question, threading facts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from rules.threading import ThreadFacts
+
+STAFF_ROLES = frozenset({"staff", "director"})
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    address: str  # normalised
+
+
+@dataclass(frozen=True)
+class Team:
+    """The configured people and names; a handler never reads the configuration itself."""
+
+    conduct_address: str
+    case_tag: str
+    staff: tuple[Person, ...]
+    director: Person
+    postmaster: str
+
+    def is_staff(self, address: str | None) -> bool:
+        return address is not None and any(p.address == address for p in self.staff)
+
+    def is_director(self, address: str | None) -> bool:
+        return address is not None and address == self.director.address
+
+
+@dataclass(frozen=True)
+class ParticipantView:
+    address: str
+    written: str
+    name: str
+    role: str
+    recused: bool
+
+
+@dataclass(frozen=True)
+class CaseView:
+    number: int
+    status: str
+    subject: str
+    urgent: bool
+    anonymous: bool
+    assignee: str | None
+    escalated: bool
+    accused_notified: bool
+    imported: bool
+    created_at: datetime
+    participants: tuple[ParticipantView, ...]
+
+    def participant(self, address: str | None) -> ParticipantView | None:
+        return next((p for p in self.participants if p.address == address), None)
+
+    def with_role(self, *roles: str) -> tuple[ParticipantView, ...]:
+        return tuple(p for p in self.participants if p.role in roles)
+
+    def recused(self, address: str) -> bool:
+        found = self.participant(address)
+        return found is not None and found.recused
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A signed recipient address whose token the shell verified, and whose token it is."""
+
+    case: int
+    owner: str  # the normalised participant address the token was made for
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    team: Team
+    threading: ThreadFacts
+    cases: Mapping[int, CaseView] = field(default_factory=dict)
+    signed: Signed | None = None
+    # Automatic replies already owed to an address in the last hour (RFC 3834 limit).
+    automatic_replies: Mapping[str, int] = field(default_factory=dict)

@@ -1,0 +1,142 @@
+"""The texts of every mail the gateway writes; `{name}` placeholders filled by `render`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from string import Formatter
+
+from rules.errors import GatewayError
+
+SIGNATURE = "-- \nThe {case_tag} team\n"  # "-- " is the signature separator (RFC 3676)
+
+# The acknowledgement follows the community's response procedure: what happens next,
+# what helps, care for the reporter, danger. It quotes nothing from the report, and
+# (by policy) never invites withdrawing, never asks how to handle the case and never
+# offers a say in penalties; tests/handlers/test_templates.py checks the wording.
+ACKNOWLEDGEMENT = (
+    """\
+Thank you for writing to the {case_tag} team. Your report is recorded as
+case #{case} and every member of the team has received it.
+
+What happens next: a member of the team will reply to you personally. We
+will look into what you described, may ask you or others for more details,
+and will tell you when we have decided what to do.
+
+If you can, reply to this message with anything that helps us:
+- who was involved, and how we can reach them;
+- who was targeted, if that was not you;
+- what happened, when and where;
+- who else saw it or was affected;
+- whether you wish to stay anonymous to the person you reported (we keep
+  your name and address from them unless you tell us otherwise).
+
+You do not need to engage any further with the person you reported.
+
+If you would like help, a safe person to talk to or a safe space, reply to
+this message and say so.
+
+If you or anyone else is in immediate danger, please contact your local
+authorities or emergency services first.
+
+Replies to this message reach the {case_tag} team only.
+
+"""
+    + SIGNATURE
+)
+
+STAFF_REPORT = """\
+A new report opened case #{case}{urgent_marker}.
+
+From:     {sender}
+Subject:  {subject}
+Received: {received}
+Rule:     {rule}{related}{recusal}
+
+Reply to this message to add an internal note (seen by staff only).
+
+----- message text -----
+{text}
+----- end of message text (the original is attached) -----
+"""
+
+STAFF_COPY = """\
+New mail on case #{case}{urgent_marker} from the {role}.
+
+From:     {sender}
+Subject:  {subject}
+Received: {received}
+Rule:     {rule}
+
+Reply to this message to add an internal note (seen by staff only).
+
+----- message text -----
+{text}
+----- end of message text (the original is attached) -----
+"""
+
+STAFF_NOTE = """\
+Internal note on case #{case} from {author} (staff only; not sent to anyone else).
+
+{text}
+"""
+
+DIRECTOR_REPORT = """\
+A report sent to the executive director's address opened case #{case}{urgent_marker}.
+It has been sent to you alone.
+
+From:     {sender}
+Subject:  {subject}
+Received: {received}{recusal}
+
+----- message text -----
+{text}
+----- end of message text (the original is attached) -----
+"""
+
+POSTMASTER_COPY = """\
+Mail for postmaster@{domain} received by the {case_tag} gateway.
+
+From:     {sender}
+Subject:  {subject}
+Received: {received}
+
+The original is attached.
+"""
+
+BOUNCE_NOTICE = """\
+Mail from the {case_tag} gateway could not be delivered.
+
+Case:       {case}
+Recipient:  {recipient}
+Sent:       {sent}
+Message-ID: {message_id}
+
+The delivery status notification is attached. The mail will not be retried.
+"""
+
+TEMPLATES: Mapping[str, str] = {
+    "acknowledgement": ACKNOWLEDGEMENT,
+    "staff-report": STAFF_REPORT,
+    "staff-copy": STAFF_COPY,
+    "staff-note": STAFF_NOTE,
+    "director-report": DIRECTOR_REPORT,
+    "postmaster-copy": POSTMASTER_COPY,
+    "bounce-notice": BOUNCE_NOTICE,
+}
+
+
+class TemplateError(GatewayError):
+    def __init__(self, name: str, missing: set[str]) -> None:
+        super().__init__(f"template {name!r} needs {', '.join(sorted(missing))}")
+
+
+def fields(name: str) -> set[str]:
+    return {f for _, f, _, _ in Formatter().parse(TEMPLATES[name]) if f}
+
+
+def render(name: str, params: Mapping[str, str]) -> str:
+    """Fill a template; every placeholder must be given (no silent blanks)."""
+    missing = fields(name) - set(params)
+    if missing:
+        raise TemplateError(name, missing)
+    return TEMPLATES[name].format_map(dict(params))

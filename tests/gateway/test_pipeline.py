@@ -1,0 +1,228 @@
+"""The inbox pipeline on both backends: cases, outbox rows, quarantine, bounces, postmaster."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from sqlalchemy import select
+
+from gateway.pipeline import Pipeline
+from storage import inbox
+from storage.models import Case, InboxEntry, Message, OutboxEntry, Participant
+from tests.gateway.gateway_setup import Gateway, make_gateway
+
+REPORT = (
+    b"From: Rita Reporter <rita@example.net>\r\nTo: conduct@example.org\r\n"
+    b"Subject: Harassment at the meetup\r\nMessage-ID: <rep1@example.net>\r\n"
+    b"Date: Tue, 24 Nov 2026 10:00:00 +0000\r\n\r\nSomeone was rude to me at the talk.\r\n"
+)
+
+
+@pytest.fixture
+def gw(tmp_path: Path, database_url: str) -> Iterator[Gateway]:
+    gateway = make_gateway(tmp_path, database_url)
+    yield gateway
+    gateway.database.dispose()
+
+
+def store(
+    gw: Gateway,
+    raw: bytes,
+    sender: str | None = "rita@example.net",
+    recipients: tuple[str, ...] = ("conduct@example.org",),
+) -> int:
+    with gw.database.transaction() as session:
+        return inbox.store(
+            session,
+            raw=raw,
+            envelope_sender=sender,
+            recipients=recipients,
+            source="smtp",
+            now=gw.now(),
+        ).id
+
+
+def run(gw: Gateway) -> Pipeline:
+    pipeline = Pipeline(lambda: gw.settings, gw.database, gw.secrets, gw.now)
+    while pipeline.process_batch():
+        pass
+    return pipeline
+
+
+def outbox_rows(gw: Gateway) -> list[OutboxEntry]:
+    with gw.database.transaction() as session:
+        return list(session.execute(select(OutboxEntry).order_by(OutboxEntry.id)).scalars())
+
+
+def parse(raw: bytes) -> email.message.EmailMessage:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, email.message.EmailMessage)
+    return message
+
+
+def test_a_report_becomes_case_1_with_an_acknowledgement_and_staff_copies(gw: Gateway) -> None:
+    store(gw, REPORT)
+    run(gw)
+    with gw.database.transaction() as session:
+        case = session.get(Case, 1)
+        assert case is not None
+        assert case.status == "new"
+        roles = {p.address: p.role for p in session.execute(select(Participant)).scalars()}
+    assert roles == {
+        "rita@example.net": "reporter",
+        "alice@example.org": "staff",
+        "bob@example.org": "staff",
+    }
+    rows = outbox_rows(gw)
+    assert sorted((r.kind, r.recipient) for r in rows) == [
+        ("acknowledgement", "rita@example.net"),
+        ("copy", "alice@example.org"),
+        ("copy", "bob@example.org"),
+    ]
+    ack = next(r for r in rows if r.kind == "acknowledgement")
+    assert ack.envelope_sender == ""
+    message = parse(ack.raw or b"")
+    assert message["Auto-Submitted"] == "auto-replied"
+    assert message["X-Auto-Response-Suppress"] == "All"
+    assert message["Subject"] == "[Conduct #1] A message from the Conduct team"
+    assert message["References"] == "<rep1@example.net>"
+    assert message["Reply-To"].startswith("conduct+1-")
+    assert "rude" not in (ack.raw or b"").decode()
+    copy = next(r for r in rows if r.recipient == "alice@example.org")
+    assert copy.envelope_sender.startswith("conduct+bounce-")
+    staff_copy = parse(copy.raw or b"")
+    assert staff_copy["From"] == "Rita Reporter via Conduct <conduct@example.org>"
+    assert staff_copy["Subject"] == "[Conduct #1] Harassment at the meetup"
+    assert staff_copy["Cc"] is None
+    attached = [p for p in staff_copy.walk() if p.get_content_type() == "message/rfc822"]
+    assert len(attached) == 1
+    assert REPORT.split(b"\r\n\r\n")[1] in (copy.raw or b"")
+
+
+def test_every_reply_address_is_the_recipient_s_own(gw: Gateway) -> None:
+    from rules.tokens import reply_token
+
+    store(gw, REPORT)
+    run(gw)
+    for row in outbox_rows(gw):
+        reply_to = parse(row.raw or b"")["Reply-To"]
+        token = reply_token(gw.secrets.current, 1, row.recipient)
+        assert reply_to == f"conduct+1-{token}@example.org"
+
+
+def test_a_reply_from_the_reporter_joins_the_case_and_reaches_staff(gw: Gateway) -> None:
+    store(gw, REPORT)
+    run(gw)
+    ack = next(r for r in outbox_rows(gw) if r.kind == "acknowledgement")
+    reply_to = parse(ack.raw or b"")["Reply-To"]
+    reply = (
+        b"From: rita@example.net\r\nTo: "
+        + str(reply_to).encode()
+        + b"\r\nSubject: Re: A message\r\nMessage-ID: <rep2@example.net>\r\n\r\nMore details.\r\n"
+    )
+    store(gw, reply, recipients=(str(reply_to),))
+    run(gw)
+    with gw.database.transaction() as session:
+        assert session.execute(select(Case)).scalars().all()[-1].number == 1
+        rule = session.execute(
+            select(Message.rule).where(Message.message_id == "rep2@example.net")
+        ).scalar_one()
+    assert rule == "signed-address"
+    later = [r for r in outbox_rows(gw) if r.kind == "copy"][2:]
+    assert sorted(r.recipient for r in later) == ["alice@example.org", "bob@example.org"]
+
+
+def test_the_same_message_twice_makes_one_case(gw: Gateway) -> None:
+    store(gw, REPORT)
+    store(gw, REPORT)
+    run(gw)
+    with gw.database.transaction() as session:
+        assert len(session.execute(select(Case)).scalars().all()) == 1
+
+
+def test_a_message_whose_handling_fails_is_quarantined_and_others_go_on(gw: Gateway) -> None:
+    bad = store(gw, REPORT)
+    good = store(gw, REPORT.replace(b"rep1@", b"rep9@"))
+    real = __import__("gateway.processing", fromlist=["process"]).process
+    calls = {"n": 0}
+
+    def fail_first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("handler bug")
+        return real(*args, **kwargs)
+
+    with mock.patch("gateway.pipeline.process", side_effect=fail_first):
+        pipeline = run(gw)
+    assert pipeline.quarantined == 1
+    with gw.database.transaction() as session:
+        bad_row = session.get(InboxEntry, bad)
+        good_row = session.get(InboxEntry, good)
+        assert bad_row is not None
+        assert good_row is not None
+        assert bad_row.state == "failed"
+        assert "RuntimeError" in (bad_row.last_error or "")
+        assert bad_row.raw == REPORT
+        assert good_row.state == "done"
+        # Retried after its back-off: processed then, and never lost meanwhile.
+        bad_row.next_attempt_at = gw.now()
+    run(gw)
+    with gw.database.transaction() as session:
+        assert session.get(InboxEntry, bad).state == "done"  # type: ignore[union-attr]
+        assert len(session.execute(select(Case)).scalars().all()) == 2
+
+
+def test_a_dsn_to_a_bounce_address_marks_the_mail_failed_and_tells_staff(gw: Gateway) -> None:
+    store(gw, REPORT)
+    run(gw)
+    ack = next(r for r in outbox_rows(gw) if r.recipient == "alice@example.org")
+    dsn = (
+        b"From: MAILER-DAEMON@mx.example.org\r\nTo: "
+        + ack.envelope_sender.encode()
+        + b"\r\nSubject: Undelivered Mail\r\nMessage-ID: <dsn1@mx>\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n"
+        b"--B\r\nContent-Type: text/plain\r\n\r\nfailed\r\n--B\r\n"
+        b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+        b"Final-Recipient: rfc822; alice@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        b"\r\n--B--\r\n"
+    )
+    store(gw, dsn, sender=None, recipients=(ack.envelope_sender,))
+    run(gw)
+    rows = outbox_rows(gw)
+    failed = next(r for r in rows if r.id == ack.id)
+    assert failed.state == "failed"
+    notices = [r for r in rows if r.kind == "bounce-notice"]
+    assert sorted(r.recipient for r in notices) == ["alice@example.org", "bob@example.org"]
+    with gw.database.transaction() as session:
+        assert len(session.execute(select(Case)).scalars().all()) == 1
+
+
+def test_an_unknown_bounce_id_reveals_nothing_and_opens_no_case(gw: Gateway) -> None:
+    dsn = (
+        b"From: MAILER-DAEMON@mx.example.org\r\nTo: conduct+bounce-zzzz@example.org\r\n"
+        b"Subject: Undelivered\r\n\r\nfailed\r\n"
+    )
+    store(gw, dsn, sender=None, recipients=("conduct+bounce-zzzz@example.org",))
+    run(gw)
+    assert outbox_rows(gw) == []
+    with gw.database.transaction() as session:
+        assert session.execute(select(Case)).scalars().all() == []
+
+
+def test_postmaster_mail_goes_to_the_configured_postmaster(gw: Gateway) -> None:
+    store(
+        gw,
+        b"From: someone@example.com\r\nSubject: your server\r\n\r\nhello\r\n",
+        sender="someone@example.com",
+        recipients=("postmaster@example.org",),
+    )
+    run(gw)
+    rows = outbox_rows(gw)
+    assert [(r.kind, r.recipient) for r in rows] == [("copy", "hostmaster@example.org")]
+    with gw.database.transaction() as session:
+        assert session.execute(select(Case)).scalars().all() == []
