@@ -2,53 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Callable
 from importlib.metadata import version
-from typing import Any, NoReturn, TypeVar
+from pathlib import Path
 
 import click
 
-from gateway import config
-from gateway.config import ConfigError, Settings
+from gateway.cli_common import (
+    EXIT_CHECK_FAILED,
+    EXIT_USAGE,
+    config_option,
+    fail,
+    load_settings,
+    run_action,
+)
+from gateway.config import ConfigError
 from rules.errors import GatewayError
-
-F = TypeVar("F", bound=Callable[..., Any])
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_TEMPFAIL = 0, 1, 2, 75
-
-
-def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    if value is not None:
-        ctx.meta["config_option"] = value
-
-
-def config_option(function: F) -> F:
-    """`-c FILE` may stand before the subcommand or after any of its words (SPEC section 9)."""
-    return click.option(
-        "-c",
-        "--config",
-        metavar="FILE",
-        expose_value=False,
-        is_eager=True,
-        callback=_remember_config,
-        help="Configuration file (default: $CONDUCT_GATEWAY_CONFIG, else "
-        "/etc/conduct-gateway/gateway.ini).",
-    )(function)
-
-
-def load_settings(ctx: click.Context) -> Settings:
-    """The validated settings, or exit 2 naming file, section and key."""
-    path = config.resolve_path(ctx.meta.get("config_option"), os.environ)
-    try:
-        return config.load(path)
-    except ConfigError as error:
-        fail(str(error), EXIT_USAGE)
-
-
-def fail(message: str, code: int) -> NoReturn:
-    click.echo(f"conduct-gateway: {message}", err=True)
-    sys.exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -133,3 +101,154 @@ def audit_verify(ctx: click.Context) -> None:
     if report.problem is not None:
         fail(f"audit chain broken: {report.problem}", EXIT_CHECK_FAILED)
     click.echo(f"{report.count} events, latest link {report.latest_link}")
+
+
+@main.group()
+@config_option
+def bans() -> None:
+    """Posting bans on the served lists (SPEC section 6)."""
+
+
+@bans.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Lifted and expired bans too.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of bans.")
+@config_option
+@click.pass_context
+def bans_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """Active bans (--all: lifted and expired too)."""
+    from gateway import cli_bans
+
+    run_action(ctx, cli_bans.list_bans, show_all=show_all, as_json=as_json)
+
+
+@bans.command("add")
+@click.argument("pattern")
+@click.option("--list", "list_text", metavar="L", help="Only this list (default: all lists).")
+@click.option("--for", "duration", metavar="D", help="Lasting this long: 90m, 24h, 7d, 2w.")
+@click.option("--until", metavar="DATE", help="Until 00:00 of YYYY-MM-DD ([reminders] timezone).")
+@click.option("--reason", metavar="R", help="Why (never told to the sender).")
+@click.option("--case", type=int, metavar="N", help="Link the ban to case N.")
+@click.option("--force", is_flag=True, help="Add it even if it catches staff or a local domain.")
+@config_option
+@click.pass_context
+def bans_add(
+    ctx: click.Context,
+    pattern: str,
+    list_text: str | None,
+    duration: str | None,
+    until: str | None,
+    reason: str | None,
+    case: int | None,
+    force: bool,
+) -> None:
+    """Ban PATTERN: user@example.com, *@example.com, *@*.example.com or re:REGEX.
+
+    Like #ban, a pattern that would catch a staff member, the director, the conduct
+    address or a whole local domain is refused without --force.
+    """
+    from gateway import cli_bans
+
+    run_action(
+        ctx,
+        cli_bans.add_ban,
+        pattern_text=pattern,
+        list_text=list_text,
+        duration=duration,
+        until=until,
+        reason=reason,
+        case=case,
+        force=force,
+    )
+
+
+@bans.command("remove")
+@click.argument("ban_id", metavar="ID", type=int)
+@config_option
+@click.pass_context
+def bans_remove(ctx: click.Context, ban_id: int) -> None:
+    """Lift ban ID."""
+    from gateway import cli_bans
+
+    run_action(ctx, cli_bans.remove_ban, ban_id=ban_id)
+
+
+@bans.command("import")
+@click.argument(
+    "path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--list", "list_text", metavar="L", help="Only this list (default: all lists).")
+@click.option("--reason", metavar="R", help="Why, for every ban of the file.")
+@config_option
+@click.pass_context
+def bans_import(ctx: click.Context, path: Path, list_text: str | None, reason: str | None) -> None:
+    """Add a ban per line of FILE: section 6 patterns, Sympa blocklist.txt lines or
+    Mailman 3 bans (^regex); # comments and blank lines are skipped. One bad line
+    refuses the whole file."""
+    from gateway import cli_bans
+
+    run_action(ctx, cli_bans.import_bans, path=path, list_text=list_text, reason=reason)
+
+
+@bans.command("check")
+@click.argument("address")
+@click.option("--list", "list_text", metavar="L", help="Posting to this list (default: any).")
+@click.option("--json", "as_json", is_flag=True, help="As JSON: address, list, banned, ban.")
+@config_option
+@click.pass_context
+def bans_check(ctx: click.Context, address: str, list_text: str | None, as_json: bool) -> None:
+    """Would a post from ADDRESS be refused, and by which ban.
+
+    Without --list, every ban in force counts, whatever list it is for.
+    """
+    from gateway import cli_bans
+
+    run_action(ctx, cli_bans.check_address, address=address, list_text=list_text, as_json=as_json)
+
+
+@main.group()
+@config_option
+def held() -> None:
+    """List posts held by a ban (ban_action = hold)."""
+
+
+@held.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of held posts.")
+@config_option
+@click.pass_context
+def held_list(ctx: click.Context, as_json: bool) -> None:
+    """Posts waiting for a decision, oldest first."""
+    from gateway import cli_bans
+
+    run_action(ctx, cli_bans.list_held, as_json=as_json)
+
+
+@held.command("release")
+@click.argument("held_id", metavar="ID", type=int)
+@config_option
+@click.pass_context
+def held_release(ctx: click.Context, held_id: int) -> None:
+    """Send held post ID on to its list."""
+    from gateway import cli_bans
+
+    run_action(ctx, cli_bans.release_held, held_id=held_id)
+
+
+@held.command("discard")
+@click.argument("held_id", metavar="ID", type=int)
+@config_option
+@click.pass_context
+def held_discard(ctx: click.Context, held_id: int) -> None:
+    """Drop held post ID."""
+    from gateway import cli_bans
+
+    run_action(ctx, cli_bans.discard_held, held_id=held_id)
+
+
+def _register() -> None:
+    from gateway.cli_case_commands import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register()

@@ -52,9 +52,40 @@ def prepare(settings: Settings) -> tuple[Database, secret.Secrets]:
     return database, found
 
 
+def _clock() -> datetime:
+    return datetime.now(UTC)
+
+
 def components(settings: Settings, database: Database, found: secret.Secrets) -> list[Component]:
-    """What this configuration runs; later capabilities register here."""
-    return []
+    """What this configuration runs, in start order (they stop in reverse)."""
+    from gateway.ban_cache import BanCache
+    from gateway.list_service import ListService
+    from gateway.pipeline import Pipeline
+    from gateway.policy_server import PolicyServer
+    from gateway.sender import OutboxSender
+    from gateway.smtp_ingress import SmtpIngress
+
+    def current() -> Settings:
+        return settings
+
+    def mail_owed() -> None:
+        sender.notify()  # bound late: the sender is made below, before anything runs
+
+    bans = BanCache(database, clock=_clock)
+    lists = ListService(current, database, bans, found, _clock, on_mail=mail_owed)
+    sender = OutboxSender(current, database, _clock, upstream=lists.deliver_upstream)
+    pipeline = Pipeline(current, database, found, _clock, on_mail=sender.notify)
+    ingress = SmtpIngress(current, database, lists, _clock, on_stored=pipeline.notify)
+    running: list[Component] = [bans, lists, sender, pipeline, ingress]
+    if settings.policy_listen is not None:
+        running.append(
+            PolicyServer(
+                current,
+                lambda address, list_address, now: bans.index.match(address, list_address, now),
+                _clock,
+            )
+        )
+    return running
 
 
 async def serve(settings: Settings) -> None:

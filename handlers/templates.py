@@ -114,6 +114,32 @@ Message-ID: {message_id}
 The delivery status notification is attached. The mail will not be retried.
 """
 
+
+HELD_POST = """\
+A post to {list} was held, HELD-ID {held_id}.
+
+Why:      {reason}
+From:     {sender}
+Subject:  {subject}
+Held at:  {held_at}
+
+To let it through, send a command mail with "#release {held_id}"; to drop it,
+"#discard {held_id}" (or use `conduct-gateway held release|discard {held_id}`).
+Held posts are discarded after {hold_days} days. The post is attached.
+"""
+
+UPSTREAM_REFUSED = """\
+The list server refused a post to {list} that the gateway had accepted.
+
+Reply:    {reply}
+From:     {sender}
+Subject:  {subject}
+At:       {at}
+
+The sender was not told (refusals after acceptance are never bounced). The post
+is attached.
+"""
+
 TEMPLATES: Mapping[str, str] = {
     "acknowledgement": ACKNOWLEDGEMENT,
     "staff-report": STAFF_REPORT,
@@ -122,6 +148,8 @@ TEMPLATES: Mapping[str, str] = {
     "director-report": DIRECTOR_REPORT,
     "postmaster-copy": POSTMASTER_COPY,
     "bounce-notice": BOUNCE_NOTICE,
+    "held-post": HELD_POST,
+    "upstream-refused": UPSTREAM_REFUSED,
 }
 
 
