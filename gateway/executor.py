@@ -8,27 +8,38 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway import executor_commands as commands
 from gateway.secret import Secrets
 from handlers import templates
 from handlers.compose import Envelope as Headers
 from handlers.compose import compose
 from handlers.effects import (
     NEW,
+    AddBan,
     AddParticipant,
+    AddSanction,
+    AddTimer,
     Audit,
     CaseRef,
+    CreateConfirmation,
+    DecideHeld,
     Effect,
     Envelope,
+    ExtendRetention,
+    LiftBan,
     MarkOutboxFailed,
+    MergeCase,
     OpenCase,
     Outcome,
     RecordIncoming,
     SendMail,
+    SetRecused,
     UpdateCase,
+    UseConfirmation,
 )
 from handlers.message import ParsedMessage
 from rules import tokens
-from storage import audit, cases, outbox
+from storage import audit, cases, confirmations, outbox
 from storage.models import OutboxEntry
 
 
@@ -46,6 +57,7 @@ class Source:
 class Applied:
     case: int | None = None
     mails: list[int] = field(default_factory=list)
+    confirm_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,51 @@ class Executor:
             applied.mails.append(self._send(session, effect, source, now, applied))
         elif isinstance(effect, MarkOutboxFailed):
             applied.mails.extend(self._bounced(session, effect, source, now))
+        else:
+            self._command_effect(session, effect, now, applied)
+
+    def _command_effect(
+        self, session: Session, effect: Effect, now: datetime, applied: Applied
+    ) -> None:
+        if isinstance(effect, SetRecused):
+            case = self._case(effect.case, applied)
+            assert case is not None
+            commands.set_recused(session, effect, case, now)
+        elif isinstance(effect, AddBan):
+            commands.add_ban(session, effect, self._case(effect.case, applied), now)
+        elif isinstance(effect, LiftBan):
+            commands.lift_ban(session, effect, now)
+        elif isinstance(effect, AddSanction):
+            case = self._case(effect.case, applied)
+            assert case is not None
+            commands.add_sanction(session, effect, case, now)
+        elif isinstance(effect, AddTimer):
+            commands.add_timer(session, effect, self._case(effect.case, applied), now)
+        elif isinstance(effect, DecideHeld):
+            commands.decide_held(session, effect, now)
+        elif isinstance(effect, MergeCase):
+            into = self._case(effect.into, applied)
+            assert into is not None
+            commands.merge_case(session, effect, into, now)
+        elif isinstance(effect, CreateConfirmation):
+            applied.confirm_token = tokens.new_confirm_token()
+            confirmations.create(
+                session,
+                token=applied.confirm_token,
+                sender=effect.sender,
+                commands=effect.commands,
+                inbox_id=None,
+                now=now,
+                expires=effect.expires,
+            )
+        elif isinstance(effect, UseConfirmation):
+            if not confirmations.use(session, effect.confirmation_id, now):
+                # Another instance used it a moment ago: retried, then it is conduct mail.
+                raise RuntimeError("confirmation already used")
+        elif isinstance(effect, ExtendRetention):
+            case = self._case(effect.case, applied)
+            assert case is not None
+            commands.extend_retention(session, effect, case, now)
 
     def _subject(self, mail: SendMail, case: int | None) -> str:
         tag = self.identity.case_tag
@@ -164,9 +221,15 @@ class Executor:
         message_id = tokens.new_message_id(identity.domain)
         reply_to = None
         thread: list[str] = []
-        if case is not None:
+        if mail.reply_to_confirmation:
+            assert applied.confirm_token is not None, "CreateConfirmation comes first"
+            reply_to = tokens.subaddress_for(
+                identity.conduct_address, tokens.Confirm(applied.confirm_token)
+            )
+        elif case is not None:
             token = tokens.reply_token(identity.secrets.current, case, mail.recipient)
             reply_to = tokens.signed_address(identity.conduct_address, case, token)
+        if case is not None:
             thread = cases.thread_of(session, case, mail.recipient)
         incoming_id = source.parsed.message_id if mail.references_incoming else None
         references = [*thread, incoming_id] if incoming_id else thread

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import email.errors
 import email.message
 import email.parser
 import email.policy
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,9 @@ from handlers.message import Attachment
 from rules.threading import reference_chain
 
 TNEF_TYPES = {"application/ms-tnef", "application/vnd.ms-tnef"}
+# An attached message is an attachment; its body is not this message's text.
+ENCLOSED_MESSAGES = {"message/rfc822", "message/global"}
+FALLBACK_CHARSETS = ("utf-8", "cp1252")
 MAX_TEXT = 2 * 1024 * 1024  # a text rendering longer than this is cut (and says so)
 
 
@@ -28,18 +33,64 @@ class Parts:
     reported_message_ids: tuple[str, ...]
 
 
+def _decode_bytes(data: bytes, charset: str) -> str:
+    for candidate in (charset, *FALLBACK_CHARSETS):
+        try:
+            return data.decode(candidate)
+        # ValueError: a charset name with a NUL in it ("embedded null character").
+        except (LookupError, UnicodeDecodeError, ValueError):
+            continue
+    return data.decode("latin-1")
+
+
+def repair_8bit(text: str) -> str:
+    """Undoes the surrogate escapes of undeclared 8-bit bytes: UTF-8 (RFC 6532), else cp1252."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return _decode_bytes(text.encode("utf-8", "surrogateescape"), "utf-8")
+        except UnicodeEncodeError:  # a surrogate no parser escape made
+            return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _unflow(text: str, delsp: bool) -> str:
+    """Joins the soft line breaks of format=flowed text (RFC 3676 section 4.2)."""
+    lines: list[tuple[int, str]] = []
+    joining = False
+    for line in text.splitlines():
+        depth = len(line) - len(line.lstrip(">"))
+        content = line[depth:].removeprefix(" ")  # quote marks, then space-stuffing
+        flowed = content.endswith(" ") and content != "-- "  # the signature line never flows
+        if flowed and delsp:
+            content = content[:-1]
+        if joining and lines and lines[-1][0] == depth:
+            lines[-1] = (depth, lines[-1][1] + content)
+        else:
+            lines.append((depth, content))
+        joining = flowed
+    newline = "\r\n" if "\r\n" in text else "\n"
+    rendered = (
+        ">" * depth + (" " if depth and content else "") + content for depth, content in lines
+    )
+    return newline.join(rendered) + (newline if text.endswith(("\n", "\r")) else "")
+
+
+def _param(part: email.message.Message, name: str) -> str:
+    value = part.get_param(name)
+    return value.lower() if isinstance(value, str) else ""
+
+
 def _decode(part: email.message.Message) -> str:
     """A text part's content in its declared charset, falling back rather than failing."""
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    charset = (part.get_content_charset() or "us-ascii").lower()
-    for candidate in (charset, "utf-8", "cp1252"):
-        try:
-            return payload.decode(candidate)
-        except (LookupError, UnicodeDecodeError):
-            continue
-    return payload.decode("latin-1")
+    text = _decode_bytes(payload, (part.get_content_charset() or "us-ascii").lower())
+    if part.get_content_type() == "text/plain" and _param(part, "format") == "flowed":
+        return _unflow(text, _param(part, "delsp") == "yes")
+    return text
 
 
 def html_to_text(html: str) -> str:
@@ -50,28 +101,70 @@ def html_to_text(html: str) -> str:
     return str(converter.handle(html))
 
 
+def _repair_headers(part: email.message.Message) -> None:
+    # compat32 hands back 8-bit header values as Header objects that str() to U+FFFD,
+    # and those break string handling (a raw UTF-8 filename is common).
+    items = list(part.raw_items())
+    if all(repair_8bit(str(value)) == value for _, value in items):
+        return
+    for name in {name for name, _ in items}:
+        del part[name]
+    for name, value in items:
+        part[name] = repair_8bit(str(value))
+
+
 def _tree(raw: bytes) -> email.message.Message:
     # compat32 keeps broken parts as they are; policy.default may raise on some.
-    return email.parser.BytesParser().parsebytes(raw)
+    root = email.parser.BytesParser().parsebytes(raw)
+    for part in root.walk():
+        _repair_headers(part)
+    return root
+
+
+def _leaves(part: email.message.Message, top: bool = True) -> Iterator[email.message.Message]:
+    """The parts that hold content, not descending into attached messages or reports."""
+    if not part.is_multipart() or (not top and part.get_content_maintype() == "message"):
+        yield part
+        return
+    for child in part.get_payload():
+        if isinstance(child, email.message.Message):
+            yield from _leaves(child, top=False)
 
 
 def _is_attachment(part: email.message.Message) -> bool:
-    disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+    if part.get_content_type() in ENCLOSED_MESSAGES:
+        return True
+    disposition = str(part.get("Content-Disposition") or "").split(";")[0].strip().lower()
     return disposition == "attachment" or bool(part.get_filename())
 
 
 def _bodies(root: email.message.Message) -> tuple[str | None, str | None]:
     plain: str | None = None
     html: str | None = None
-    for part in root.walk():
-        if part.is_multipart() or _is_attachment(part):
+    broken: str | None = None
+    for part in _leaves(root):
+        if _is_attachment(part):
             continue
         kind = part.get_content_type()
         if kind == "text/plain" and plain is None:
             plain = _decode(part)
         elif kind == "text/html" and html is None:
             html = _decode(part)
-    return plain, html
+        elif part.get_content_maintype() == "multipart" and broken is None:
+            # Its boundary never appears (StartBoundaryNotFoundDefect), so the parser left
+            # it as one text: the last resort, rather than an empty body.
+            broken = _decode(part)
+    return (broken if plain is None and html is None else plain), html
+
+
+def _tnef_name(attachment: Any) -> str:
+    try:
+        name = attachment.long_filename() or attachment.name
+    except UnicodeDecodeError:  # tnefparse reads the title as UTF-8; Outlook writes its codepage
+        name = getattr(attachment, "_name", b"")
+    if isinstance(name, bytes):
+        name = name.decode("cp1252", "replace")
+    return str(name).strip("\x00") or "unnamed"
 
 
 def _tnef(data: bytes) -> tuple[str | None, list[Attachment]]:
@@ -81,28 +174,37 @@ def _tnef(data: bytes) -> tuple[str | None, list[Attachment]]:
     except Exception:  # tnefparse raises bare exceptions on damaged data
         return None, []
     body = getattr(tnef, "body", None)
-    text = body.decode("cp1252", "replace") if isinstance(body, bytes) else None
+    text = body.decode("cp1252", "replace") if isinstance(body, bytes) else body
     attachments = [
-        Attachment(
-            str(a.long_filename() or a.name),
-            "application/octet-stream",
-            len(getattr(a, "data", b"") or b""),
-        )
+        Attachment(_tnef_name(a), "application/octet-stream", len(getattr(a, "data", b"") or b""))
         for a in getattr(tnef, "attachments", [])
     ]
-    return text, attachments
+    return (text if isinstance(text, str) else None), attachments
+
+
+def _content(part: email.message.Message) -> bytes:
+    if not part.is_multipart():
+        payload = part.get_payload(decode=True)
+        return payload if isinstance(payload, bytes) else b""
+    inner = part.get_payload(0)
+    if not isinstance(inner, email.message.Message):
+        return b""
+    try:
+        return inner.as_bytes(policy=email.policy.compat32.clone(linesep="\r\n"))
+    # The generator refuses some broken headers (HeaderParseError): the size is then unknown.
+    except (email.errors.MessageError, LookupError, UnicodeError, ValueError, TypeError):
+        return b""
 
 
 def _attachments(root: email.message.Message) -> tuple[list[Attachment], str | None]:
     found: list[Attachment] = []
     tnef_text: str | None = None
-    for part in root.walk():
-        if part.is_multipart() or not _is_attachment(part):
+    for part in _leaves(root):
+        if not _is_attachment(part):
             continue
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
+        data = _content(part)
         kind = part.get_content_type()
-        name = part.get_filename() or "unnamed"
+        name = part.get_filename() or ("message.eml" if kind in ENCLOSED_MESSAGES else "unnamed")
         if kind in TNEF_TYPES or name.lower() == "winmail.dat":
             text, inner = _tnef(data)
             tnef_text = tnef_text or text
@@ -121,12 +223,12 @@ def _reported_ids(root: email.message.Message) -> tuple[str, ...]:
         if kind == "message/rfc822" and part.is_multipart():
             inner = part.get_payload(0)
             if isinstance(inner, email.message.Message):
-                ids.extend(reference_chain(inner.get("Message-ID"), None))
+                ids.extend(reference_chain(str(inner.get("Message-ID") or ""), None))
         elif kind in ("text/rfc822-headers", "message/rfc822-headers"):
             payload = part.get_payload(decode=True)
             data = payload if isinstance(payload, bytes) else b""
             headers = email.parser.BytesParser().parsebytes(data, headersonly=True)
-            ids.extend(reference_chain(headers.get("Message-ID"), None))
+            ids.extend(reference_chain(str(headers.get("Message-ID") or ""), None))
     return tuple(dict.fromkeys(ids))
 
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from gateway import logs
 from gateway.config import Settings
-from gateway.processing import process
+from gateway.processing import Refusal, answer_refusal, process
 from gateway.secret import Secrets
 from rules.retry import next_attempt
 from storage import inbox
@@ -93,9 +93,15 @@ class Pipeline:
 
     def _apply(self, settings: Settings, entry: InboxMessage) -> int:
         now = self.clock()
-        with self.database.transaction() as session:
-            done = process(session, settings, self.secrets, entry, now)
-            inbox.mark_done(session, entry.id, now)
+        try:
+            with self.database.transaction() as session:
+                done = process(session, settings, self.secrets, entry, now)
+                inbox.mark_done(session, entry.id, now)
+        except Refusal as refused:
+            # The commands' transaction rolled back; answer the sender in a new one.
+            with self.database.transaction() as session:
+                done = answer_refusal(session, settings, self.secrets, entry, refused, now)
+                inbox.mark_done(session, entry.id, now)
         logs.event(
             log,
             logging.INFO,

@@ -10,11 +10,15 @@ from sqlalchemy.orm import Session
 from gateway import parsing, snapshot_builder
 from gateway.config import Settings
 from gateway.executor import Applied, Executor, MailIdentity, Source
+from gateway.executor_commands import EffectRefused
 from gateway.secret import Secrets
+from handlers import staff_commands
 from handlers.dispatch import Incoming, handle
 from handlers.effects import Outcome
 from handlers.imports import as_imported
 from handlers.message import ParsedMessage
+from rules.commands import CommandError
+from rules.errors import GatewayError
 from storage.inbox import InboxMessage
 
 
@@ -45,11 +49,49 @@ def process(
     where = snapshot_builder.addressing(
         settings, entry.envelope_recipients, when if imported else entry.received_at
     )
-    snapshot = snapshot_builder.build(session, settings, secrets, parsed, where, now)
-    outcome = handle(Incoming(parsed, where, snapshot, when))
+    snapshot = snapshot_builder.build(session, settings, secrets, parsed, where, now, entry.raw)
+    incoming = Incoming(parsed, where, snapshot, when, imported=imported)
+    outcome = handle(incoming)
     if imported:
         outcome = as_imported(outcome)
-    applied = Executor(identity(settings, secrets)).apply(
-        session, outcome, Source(entry.id, entry.raw, parsed, entry.envelope_recipients), when
-    )
+    source = Source(entry.id, entry.raw, parsed, entry.envelope_recipients)
+    executor = Executor(identity(settings, secrets))
+    try:
+        applied = executor.apply(session, outcome, source, when)
+    except EffectRefused as refusal:
+        raise Refusal(incoming, outcome, refusal) from refusal
     return Processed(outcome, applied, parsed)
+
+
+class Refusal(GatewayError):
+    """A command the database refused: the caller rolls back, then applies `answer`."""
+
+    def __init__(self, incoming: Incoming, outcome: Outcome, refusal: EffectRefused) -> None:
+        super().__init__(refusal.reason)
+        self.incoming = incoming
+        self.outcome = outcome
+        self.refusal = refusal
+
+
+def answer_refusal(
+    session: Session,
+    settings: Settings,
+    secrets: Secrets,
+    entry: InboxMessage,
+    refused: Refusal,
+    now: datetime,
+) -> Processed:
+    """In a fresh transaction: nothing of the commands, only the refusal and its result mail."""
+    incoming = refused.incoming
+    case = incoming.snapshot.cases.get(refused.outcome.case)  # type: ignore[arg-type]
+    assert case is not None
+    origin = refused.refusal.origin
+    outcome = staff_commands.refused(
+        incoming.message,
+        case,
+        refused.outcome.rule,
+        CommandError(origin.line, origin.text, refused.refusal.reason),
+    )
+    source = Source(entry.id, entry.raw, incoming.message, entry.envelope_recipients)
+    applied = Executor(identity(settings, secrets)).apply(session, outcome, source, now)
+    return Processed(outcome, applied, incoming.message)

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
 from gateway.secret import Secrets
-from handlers.dispatch import Addressing
+from handlers.dispatch import Addressing, has_command_lines
 from handlers.message import ParsedMessage
-from handlers.snapshot import Person, Signed, Snapshot, Team
+from handlers.snapshot import (
+    HistoryItem,
+    PendingConfirmation,
+    Person,
+    Policy,
+    Signed,
+    Snapshot,
+    Team,
+)
 from rules import routing, threading, tokens
 from rules.addresses import normalise
-from storage import cases, outbox
+from rules.retention import Retention
+from storage import bans, cases, confirmations, outbox
 
 
 def team_from(settings: Settings) -> Team:
@@ -86,6 +96,7 @@ def build(
     parsed: ParsedMessage,
     where: Addressing,
     now: datetime,
+    raw: bytes = b"",
 ) -> Snapshot:
     team = team_from(settings)
     signed = _signed(session, where.detail, secrets)
@@ -111,6 +122,82 @@ def build(
         automatic[sender.lower()] = outbox.automatic_sent_since(
             session, sender, now - timedelta(hours=1)
         )
-    return Snapshot(
-        team=team, threading=facts, cases=views, signed=signed, automatic_replies=automatic
+    snapshot = Snapshot(
+        team=team,
+        threading=facts,
+        cases=views,
+        signed=signed,
+        automatic_replies=automatic,
+        policy=policy_from(settings),
     )
+    if isinstance(where.detail, (tokens.Moderate, tokens.Confirm)):
+        return _with_moderation_facts(session, snapshot, settings, parsed, raw, where, now)
+    return _with_command_facts(session, snapshot, settings, parsed, raw, now)
+
+
+def _dkim(settings: Settings, sender: str | None, raw: bytes) -> bool:
+    """Only computed where a command needs it: it may ask the DNS."""
+    if not settings.require_dkim or sender is None:
+        return False
+    from gateway.dkim_check import verify_aligned
+
+    return verify_aligned(raw, sender.rpartition("@")[2]).passed
+
+
+def _with_moderation_facts(
+    session: Session,
+    snapshot: Snapshot,
+    settings: Settings,
+    parsed: ParsedMessage,
+    raw: bytes,
+    where: Addressing,
+    now: datetime,
+) -> Snapshot:
+    pending = None
+    if isinstance(where.detail, tokens.Confirm):
+        found = confirmations.find(session, where.detail.token, now)
+        if found is not None:
+            pending = PendingConfirmation(found.id, found.sender, found.commands)
+    return replace(
+        snapshot, confirmation=pending, dkim_passed=_dkim(settings, parsed.from_address, raw)
+    )
+
+
+def policy_from(settings: Settings) -> Policy:
+    r = settings.retention
+    return Policy(
+        zone=settings.reminders.timezone,
+        lists=settings.relay.lists,
+        list_domains=settings.relay.list_domains,
+        moderators={k: tuple(normalise(a) for a in v) for k, v in settings.moderators.items()},
+        local_domains=settings.gateway.local_domains,
+        require_dkim=settings.require_dkim,
+        retention=Retention(r.no_violation, r.resolved, r.flagged, r.banned_extra),
+    )
+
+
+def _with_command_facts(
+    session: Session,
+    snapshot: Snapshot,
+    settings: Settings,
+    parsed: ParsedMessage,
+    raw: bytes,
+    now: datetime,
+) -> Snapshot:
+    """DKIM, the case's history and its bans: read only for staff mail with command lines."""
+    team = snapshot.team
+    sender = parsed.from_address
+    if snapshot.signed is None or not (team.is_staff(sender) or team.is_director(sender)):
+        return snapshot
+    if not has_command_lines(parsed.text):
+        return snapshot
+    dkim_passed = _dkim(settings, sender, raw)
+    case = snapshot.signed.case
+    history = tuple(
+        HistoryItem(kind, who, at, text or "")
+        for kind, who, at, text in cases.history(session, case)
+    )
+    ends = tuple(
+        record.ban.expires_at for record in bans.for_case(session, case) if record.active(now)
+    )
+    return replace(snapshot, dkim_passed=dkim_passed, history=history, ban_ends=ends)

@@ -6,12 +6,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from handlers import bounces, correspondence, postmaster, report_intake
+from handlers import (
+    bounces,
+    correspondence,
+    moderation,
+    postmaster,
+    report_intake,
+    staff_commands,
+)
 from handlers.effects import Outcome
 from handlers.message import ParsedMessage
-from handlers.snapshot import Snapshot
+from handlers.snapshot import CaseView, Snapshot
 from rules import loops, threading
-from rules.tokens import Bounce, Case, Detail, Director
+from rules.commands import CommandError, parse_commands
+from rules.reply_text import new_text
+from rules.tokens import Bounce, Case, Confirm, Detail, Director, Moderate
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,7 @@ class Incoming:
     addressing: Addressing
     snapshot: Snapshot
     now: datetime
+    imported: bool = False  # `import`: past mail is filed, never run as commands
 
     @property
     def received(self) -> datetime:
@@ -73,6 +83,9 @@ def _conduct(incoming: Incoming) -> Outcome:
     decision = threading.decide(signals(incoming), incoming.snapshot.threading)
     case = incoming.snapshot.cases.get(decision.case) if decision.case is not None else None
     if case is not None:
+        commanded = _commands(incoming, case, decision.rule)
+        if commanded is not None:
+            return commanded
         return correspondence.join(
             incoming.message, incoming.snapshot, case, decision.rule, incoming.received
         )
@@ -85,6 +98,63 @@ def _conduct(incoming: Incoming) -> Outcome:
     return report_intake.intake(incoming.message, incoming.snapshot, intake)
 
 
+def has_command_lines(text: str) -> bool:
+    """The new text of the message (above quotes and signature) starts with a `#` line."""
+    for line in new_text(text).splitlines():
+        if line.strip():
+            return line.lstrip().startswith("#")
+    return False
+
+
+def _commands(incoming: Incoming, case: CaseView, rule: str) -> Outcome | None:
+    """Command lines from staff or the director: run when authorised, else refused silently.
+
+    Anyone else's `#` lines are just text (a reporter's mail is correspondence).
+    """
+    message, snapshot = incoming.message, incoming.snapshot
+    team = snapshot.team
+    sender = message.from_address
+    if incoming.imported or snapshot.policy is None:
+        return None
+    if not (team.is_staff(sender) or team.is_director(sender)):
+        return None
+    if not has_command_lines(message.text):
+        return None
+    reason = staff_commands.unauthorised_reason(message, snapshot, case, snapshot.policy)
+    if reason is not None:
+        return staff_commands.refused_silently(message, case, rule, reason)
+    parsed = parse_commands(
+        new_text(message.text), sender=sender or "", tz=snapshot.policy.zone, now=incoming.now
+    )
+    if isinstance(parsed, CommandError):
+        return staff_commands.refused(message, case, rule, parsed)
+    return staff_commands.run(message, snapshot, case, rule, parsed, incoming.now)
+
+
+def _is_moderate(incoming: Incoming) -> bool:
+    return isinstance(incoming.addressing.detail, Moderate) and not incoming.imported
+
+
+def _moderate(incoming: Incoming) -> Outcome:
+    return moderation.request(incoming.message, incoming.snapshot, incoming.now)
+
+
+def _is_confirmation(incoming: Incoming) -> bool:
+    """A reply to a pending confirmation by its sender; anything else is conduct mail."""
+    snapshot = incoming.snapshot
+    return (
+        isinstance(incoming.addressing.detail, Confirm)
+        and not incoming.imported
+        and snapshot.confirmation is not None
+        and snapshot.confirmation.sender == incoming.message.from_address
+    )
+
+
+def _confirmation(incoming: Incoming) -> Outcome:
+    outcome = moderation.confirm(incoming.message, incoming.snapshot, incoming.now)
+    return outcome if outcome is not None else _conduct(incoming)
+
+
 def _always(_incoming: Incoming) -> bool:
     return True
 
@@ -93,6 +163,8 @@ def _always(_incoming: Incoming) -> bool:
 TABLE: tuple[tuple[str, Callable[[Incoming], bool], Callable[[Incoming], Outcome]], ...] = (
     ("bounce", _is_bounce, _bounce),
     ("postmaster", _is_postmaster, _postmaster),
+    ("confirmation", _is_confirmation, _confirmation),
+    ("moderate", _is_moderate, _moderate),
     ("conduct", _always, _conduct),
 )
 

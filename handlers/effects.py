@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Final, Literal
 
 # A case is either one that exists, or the one this outcome opens.
@@ -66,6 +67,7 @@ class SendMail:
     auto_submitted: str = "auto-generated"
     caused_by: str | None = None
     references_incoming: bool = False
+    reply_to_confirmation: bool = False  # Reply-To the token CreateConfirmation made
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,119 @@ class MarkOutboxFailed:
     message_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Origin:
+    """The command line an effect came from: named when the shell refuses the effect."""
+
+    line: int
+    text: str
+
+
+@dataclass(frozen=True)
+class SetRecused:
+    case: CaseRef
+    address: str
+
+
+@dataclass(frozen=True)
+class AddBan:
+    case: CaseRef | None
+    pattern: str  # canonical text, already validated by the handler
+    list_address: str | None
+    until: datetime | None
+    reason: str | None
+    created_by: str
+    interim: bool
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class LiftBan:
+    """By id, or by pattern and scope; the shell refuses an unknown one."""
+
+    ban_id: int | None
+    pattern: str | None
+    list_address: str | None
+    by: str
+    allowed_lists: tuple[str, ...] | None = None  # a moderator's lists; None: any
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class AddSanction:
+    case: CaseRef
+    kind: str
+    until: datetime | None
+    note: str
+    by: str
+
+
+@dataclass(frozen=True)
+class AddTimer:
+    case: CaseRef | None
+    kind: str  # remind | sanction-end | ban-end | ...
+    due: datetime
+    recipient: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class DecideHeld:
+    held_id: str
+    release: bool
+    by: str
+    allowed_lists: tuple[str, ...] | None = None
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class MergeCase:
+    source: int
+    into: CaseRef
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class ExtendRetention:
+    """Earlier cases naming these accused keep their data at least until `until`."""
+
+    case: CaseRef
+    accused: tuple[str, ...]
+    until: datetime
+
+
+@dataclass(frozen=True)
+class CreateConfirmation:
+    """Pending commands from conduct+moderate@; the shell makes the single-use token."""
+
+    sender: str
+    commands: str
+    expires: datetime
+
+
+@dataclass(frozen=True)
+class UseConfirmation:
+    confirmation_id: int
+
+
 Effect = (
-    OpenCase | AddParticipant | RecordIncoming | SendMail | UpdateCase | Audit | MarkOutboxFailed
+    OpenCase
+    | AddParticipant
+    | RecordIncoming
+    | SendMail
+    | UpdateCase
+    | Audit
+    | MarkOutboxFailed
+    | SetRecused
+    | AddBan
+    | LiftBan
+    | AddSanction
+    | AddTimer
+    | DecideHeld
+    | MergeCase
+    | ExtendRetention
+    | CreateConfirmation
+    | UseConfirmation
 )
 
 

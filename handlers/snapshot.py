@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 
+from rules.retention import Retention
 from rules.threading import ThreadFacts
 
 STAFF_ROLES = frozenset({"staff", "director"})
@@ -77,6 +78,46 @@ class Signed:
 
 
 @dataclass(frozen=True)
+class Policy:
+    """Configuration facts the command handlers decide by."""
+
+    zone: tzinfo
+    lists: tuple[str, ...]
+    list_domains: tuple[str, ...]
+    moderators: Mapping[str, tuple[str, ...]]
+    local_domains: tuple[str, ...]
+    require_dkim: bool
+    retention: Retention
+
+    def serves(self, list_address: str) -> bool:
+        return list_address in self.lists or list_address.rpartition("@")[2] in self.list_domains
+
+    def moderated_by(self, address: str) -> tuple[str, ...]:
+        return tuple(
+            lst for lst, people in self.moderators.items() if address in (p.lower() for p in people)
+        )
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    """One filed message of a case, for the summary `#escalate` sends."""
+
+    kind: str
+    sender: str | None
+    at: datetime
+    text: str
+
+
+@dataclass(frozen=True)
+class PendingConfirmation:
+    """An unused, unexpired confirmation found by the token the mail was sent to."""
+
+    id: int
+    sender: str
+    commands: str
+
+
+@dataclass(frozen=True)
 class Snapshot:
     team: Team
     threading: ThreadFacts
@@ -84,3 +125,9 @@ class Snapshot:
     signed: Signed | None = None
     # Automatic replies already owed to an address in the last hour (RFC 3834 limit).
     automatic_replies: Mapping[str, int] = field(default_factory=dict)
+    policy: Policy | None = None
+    dkim_passed: bool = False
+    history: tuple[HistoryItem, ...] = ()
+    # End of each of the signed case's bans in force (None: a ban without end).
+    ban_ends: tuple[datetime | None, ...] = ()
+    confirmation: PendingConfirmation | None = None

@@ -140,6 +140,65 @@ The sender was not told (refusals after acceptance are never bounced). The post
 is attached.
 """
 
+COMMAND_RESULT = """\
+Your commands on case #{case}:
+
+{results}
+"""
+
+# What #reply, #to and #notify-accused send: the staff member's text alone, from the
+# conduct address, with no trace of who wrote it (SPEC section 5).
+OUTGOING = (
+    """\
+{text}
+
+"""
+    + SIGNATURE
+)
+
+ESCALATION = """\
+Case #{case} is escalated to you by {by}.
+
+Status:       {status}
+Opened:       {opened}
+Urgent:       {urgent}
+
+Participants:
+{participants}
+
+Reply to this message to add a note or to command the case (#status, #close, ...).
+
+{history}
+"""
+
+MODERATION = """\
+{text}
+"""
+
+# The IMAP watcher leaves a message larger than [smtp] max_message_size in its folder
+# and tells staff once (issue 6); staff read it in the mailbox itself.
+IMAP_TOO_LARGE = """\
+A message in the watched IMAP folder {folder} is larger than [smtp]
+max_message_size ({limit} bytes), so the gateway has not taken it in. It stays in
+the folder, flagged {keyword}, and no case was opened for it.
+
+Size:       {size} bytes
+Message-ID: {message_id}
+From:       {sender}
+Subject:    {subject}
+Date:       {date}
+IMAP UID:   {uid} (UIDVALIDITY {uidvalidity})
+
+Please read it in the mailbox itself. To have the gateway take it in, raise
+max_message_size (the watcher tries again on its next pass), or forward the
+parts that matter to the conduct address.
+"""
+
+REMINDER = """\
+{text}
+Reply to this message to add a note to the case or to command it.
+"""
+
 TEMPLATES: Mapping[str, str] = {
     "acknowledgement": ACKNOWLEDGEMENT,
     "staff-report": STAFF_REPORT,
@@ -150,6 +209,12 @@ TEMPLATES: Mapping[str, str] = {
     "bounce-notice": BOUNCE_NOTICE,
     "held-post": HELD_POST,
     "upstream-refused": UPSTREAM_REFUSED,
+    "command-result": COMMAND_RESULT,
+    "outgoing": OUTGOING,
+    "escalation": ESCALATION,
+    "moderation": MODERATION,
+    "reminder": REMINDER,
+    "imap-too-large": IMAP_TOO_LARGE,
 }
 
 

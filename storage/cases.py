@@ -229,3 +229,13 @@ def thread_of(session: Session, case: int, party: str, limit: int = 20) -> list[
         .limit(limit)
     ).scalars()
     return [mid for mid in reversed(list(rows)) if mid]
+
+
+def history(session: Session, case: int) -> list[tuple[str, str | None, datetime, str | None]]:
+    """(kind, sender, time, text) of every message received into the case, oldest first."""
+    rows = session.execute(
+        select(Message.kind, Message.sender, Message.at, Message.text)
+        .where(Message.case_number == case, Message.direction == "in")
+        .order_by(Message.at, Message.id)
+    )
+    return [(kind, sender, at, text) for kind, sender, at, text in rows]

@@ -201,3 +201,37 @@ def test_serve_with_postgresql_refuses_to_create_a_secret(
     assert result.returncode == 2
     assert "must share one secret" in result.stderr
     assert not (tmp_path / "state" / "secret").exists()
+
+
+def test_audit_verify_exits_1_naming_an_edited_event(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from gateway import config
+    from storage import audit
+    from storage.db import Database
+    from storage.models import AuditEvent
+
+    cfg = write_config(tmp_path)
+    assert CliRunner().invoke(main, ["db", "upgrade", "-c", str(cfg)]).exit_code == 0
+    database = Database(config.load(cfg).storage.url)
+    with database.transaction() as session:
+        for n in range(3):
+            audit.append(
+                session,
+                at=datetime.now(UTC),
+                action="status",
+                actor="a@example.org",
+                case=1,
+                detail={"n": n},
+            )
+    ok = CliRunner().invoke(main, ["audit", "verify", "-c", str(cfg)])
+    assert ok.exit_code == 0
+    assert ok.output.startswith("3 events, latest link ")
+    with database.transaction() as session:
+        session.execute(update(AuditEvent).where(AuditEvent.seq == 2).values(actor="mallory"))
+    database.dispose()
+    bad = CliRunner().invoke(main, ["audit", "verify", "-c", str(cfg)])
+    assert bad.exit_code == 1
+    assert "event 2 was edited" in bad.output

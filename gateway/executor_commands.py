@@ -1,0 +1,197 @@
+"""The effects of staff and moderator commands; a check that needs the database refuses here."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from handlers.effects import (
+    AddBan,
+    AddSanction,
+    AddTimer,
+    DecideHeld,
+    ExtendRetention,
+    LiftBan,
+    MergeCase,
+    Origin,
+    SetRecused,
+)
+from rules.errors import GatewayError
+from rules.retention import extended
+from storage import audit, bans, held
+from storage.models import BanRow, Case, Message, Participant, Sanction, Timer
+
+
+class EffectRefused(GatewayError):
+    """A command that the database refuses (unknown id, already banned): all is rolled back."""
+
+    def __init__(self, origin: Origin | None, reason: str) -> None:
+        super().__init__(reason)
+        self.origin = origin or Origin(0, "")
+        self.reason = reason
+
+
+def set_recused(session: Session, effect: SetRecused, case: int, now: datetime) -> None:
+    session.execute(
+        update(Participant)
+        .where(Participant.case_number == case, Participant.address == effect.address)
+        .values(recused=True)
+    )
+    audit.append(session, at=now, action="recused", actor=effect.address, case=case)
+
+
+def add_ban(session: Session, effect: AddBan, case: int | None, now: datetime) -> None:
+    pattern = bans.stored_pattern(effect.pattern)
+    existing = bans.find_active(session, pattern, effect.list_address, now)
+    if existing is not None:
+        raise EffectRefused(effect.origin, f"already banned (ban {existing.id})")
+    bans.add(
+        session,
+        pattern=pattern,
+        list_address=effect.list_address,
+        reason=effect.reason,
+        created_by=effect.created_by,
+        now=now,
+        expires_at=effect.until,
+        case=case,
+        interim=effect.interim,
+    )
+
+
+def lift_ban(session: Session, effect: LiftBan, now: datetime) -> None:
+    if effect.ban_id is not None:
+        record = bans.get(session, effect.ban_id)
+        ban = record.ban if record is not None and record.active(now) else None
+    else:
+        assert effect.pattern is not None
+        ban = bans.find_active(
+            session, bans.stored_pattern(effect.pattern), effect.list_address, now
+        )
+    if ban is None:
+        raise EffectRefused(effect.origin, "no such ban in force")
+    if effect.allowed_lists is not None and ban.list not in effect.allowed_lists:
+        raise EffectRefused(effect.origin, "that ban is not on a list you moderate")
+    bans.lift(session, ban.id, effect.by, now)
+
+
+def add_sanction(session: Session, effect: AddSanction, case: int, now: datetime) -> None:
+    session.add(
+        Sanction(
+            case_number=case,
+            kind=effect.kind,
+            at=now,
+            until=effect.until,
+            note=effect.note or None,
+            created_by=effect.by,
+        )
+    )
+    audit.append(
+        session,
+        at=now,
+        action="sanction",
+        actor=effect.by,
+        case=case,
+        detail={"kind": effect.kind, "until": effect.until.isoformat() if effect.until else None},
+    )
+
+
+def add_timer(session: Session, effect: AddTimer, case: int | None, now: datetime) -> None:
+    session.add(
+        Timer(
+            kind=effect.kind,
+            case_number=case,
+            recipient=effect.recipient,
+            note=effect.note,
+            due_at=effect.due,
+            created_at=now,
+        )
+    )
+
+
+def decide_held(session: Session, effect: DecideHeld, now: datetime) -> None:
+    if not effect.held_id.isdigit():
+        raise EffectRefused(effect.origin, f"no held post {effect.held_id}")
+    held_id = int(effect.held_id)
+    record = held.get(session, held_id)
+    if record is None:
+        raise EffectRefused(effect.origin, f"no held post {effect.held_id}")
+    if effect.allowed_lists is not None and record.list not in effect.allowed_lists:
+        raise EffectRefused(effect.origin, "that post is not for a list you moderate")
+    decided = (
+        held.release(session, held_id, effect.by, now)
+        if effect.release
+        else held.discard(session, held_id, effect.by, now)
+    )
+    if decided is None:
+        raise EffectRefused(effect.origin, f"held post {held_id} was already decided")
+
+
+def merge_case(session: Session, effect: MergeCase, into: int, now: datetime) -> None:
+    """Fold the source case's messages, people, bans and sanctions into `into`."""
+    source = session.get(Case, effect.source)
+    if source is None or source.purged_at is not None or source.merged_into is not None:
+        raise EffectRefused(effect.origin, f"no case #{effect.source} to merge")
+    known = set(
+        session.execute(
+            select(Participant.address).where(Participant.case_number == into)
+        ).scalars()
+    )
+    for person in session.execute(
+        select(Participant).where(Participant.case_number == effect.source)
+    ).scalars():
+        if person.address in known:
+            session.delete(person)
+        else:
+            person.case_number = into
+    session.execute(
+        update(Message).where(Message.case_number == effect.source).values(case_number=into)
+    )
+    session.execute(
+        update(Sanction).where(Sanction.case_number == effect.source).values(case_number=into)
+    )
+    session.execute(
+        update(BanRow).where(BanRow.case_number == effect.source).values(case_number=into)
+    )
+    session.execute(
+        update(Timer).where(Timer.case_number == effect.source).values(case_number=into)
+    )
+    source.merged_into = into
+    source.status = "closed"
+    source.closed_at = now
+    source.updated_at = now
+    audit.append(
+        session, at=now, action="merged", actor=None, case=effect.source, detail={"into": into}
+    )
+    audit.append(
+        session, at=now, action="merged-in", actor=None, case=into, detail={"from": effect.source}
+    )
+
+
+def extend_retention(session: Session, effect: ExtendRetention, case: int, now: datetime) -> None:
+    """Earlier closed cases naming the same accused keep their data at least as long."""
+    earlier = session.execute(
+        select(Case)
+        .join(Participant, Participant.case_number == Case.number)
+        .where(
+            Participant.role == "accused",
+            Participant.address.in_(effect.accused),
+            Case.number < case,
+            Case.closed_at.is_not(None),
+            Case.purged_at.is_(None),
+        )
+    ).scalars()
+    for row in set(earlier):
+        moved = extended(row.expunge_at, effect.until)
+        if moved != row.expunge_at:
+            row.expunge_at = moved
+            audit.append(
+                session,
+                at=now,
+                action="retention-extended",
+                actor=None,
+                case=row.number,
+                detail=json.dumps({"by_case": case}),
+            )

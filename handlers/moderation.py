@@ -1,0 +1,270 @@
+"""conduct+moderate@: commands from moderators and staff, run after a confirmation round-trip."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from handlers import report_intake
+from handlers.effects import (
+    AddBan,
+    Audit,
+    CreateConfirmation,
+    DecideHeld,
+    Effect,
+    Envelope,
+    LiftBan,
+    Origin,
+    Outcome,
+    RecordIncoming,
+    SendMail,
+    UseConfirmation,
+)
+from handlers.message import ParsedMessage
+from handlers.snapshot import Policy, Snapshot
+from rules import command_types as ct
+from rules import loops
+from rules.bans import BadPattern, parse_pattern, protected_hits
+from rules.commands import CommandError, ParsedCommands, moderator_allowed, parse_commands
+from rules.reply_text import new_text
+
+CONFIRMATION_VALID = timedelta(days=7)
+
+
+class _Refused(Exception):
+    def __init__(self, line: int, text: str, reason: str) -> None:
+        super().__init__(reason)
+        self.error = CommandError(line, text, reason)
+
+
+def _who(message: ParsedMessage, snapshot: Snapshot) -> tuple[bool, tuple[str, ...]]:
+    """(is staff, lists moderated) of the From address."""
+    assert snapshot.policy is not None
+    sender = message.from_address or ""
+    staff = snapshot.team.is_staff(sender)
+    return staff, snapshot.policy.moderated_by(sender)
+
+
+def _silently_refused(message: ParsedMessage, reason: str) -> Outcome:
+    """Not a moderator or staff, not authenticated, automatic: recorded, no reply."""
+    return Outcome(
+        "moderate",
+        "moderation-refused",
+        (
+            RecordIncoming(None, "command", "moderation-refused", message.from_address),
+            Audit(None, "moderation-refused", message.from_address, {"reason": reason}),
+        ),
+    )
+
+
+def _answer(message: ParsedMessage, text: str, *, confirm: bool = False) -> SendMail:
+    """To the From address only (never envelope sender or Reply-To), with a null envelope."""
+    sender = message.from_address or ""
+    return SendMail(
+        case=None,
+        recipient=sender,
+        written=message.from_written or sender,
+        kind="result",
+        template="moderation",
+        params={"text": text},
+        subject="Please confirm your commands" if confirm else "Your commands",
+        envelope=Envelope.NULL,
+        auto_submitted="auto-replied",
+        references_incoming=True,
+        reply_to_confirmation=confirm,
+    )
+
+
+def _checked(
+    parsed: ParsedCommands, staff: bool, lists: tuple[str, ...], policy: Policy, snapshot: Snapshot
+) -> None:
+    """Moderators: only #ban, #unban, #release, #discard, on their own lists."""
+    for number, (command, line) in enumerate(
+        zip(parsed.commands, parsed.lines, strict=True), start=1
+    ):
+        if isinstance(command, ct.OnBehalf | ct.Ack):
+            if not staff:
+                raise _Refused(number, line, "only staff may report on someone's behalf")
+            continue
+        if not isinstance(command, ct.Ban | ct.Unban | ct.Release | ct.Discard):
+            raise _Refused(
+                number,
+                line,
+                "only #ban, #unban, #release, #discard and "
+                "#on-behalf work here; reply to a case to change it",
+            )
+        if not staff and not moderator_allowed(command):
+            raise _Refused(number, line, "moderators may only ban, unban, release or discard")
+        if isinstance(command, ct.Ban | ct.Unban):
+            if not staff and command.scope is ct.BanScope.ALL:
+                raise _Refused(number, line, "list=all is for staff; name one of your lists")
+            target = command.list_address
+            if target is not None and not policy.serves(target):
+                raise _Refused(number, line, f"{target} is not a list this gateway serves")
+            if not staff and target is not None and target not in lists:
+                raise _Refused(number, line, f"you do not moderate {target}")
+        if isinstance(command, ct.Ban):
+            try:
+                pattern = parse_pattern(command.pattern)
+            except BadPattern as error:
+                raise _Refused(number, line, error.reason) from None
+            team = snapshot.team
+            protected = [p.address for p in team.staff] + [
+                team.director.address,
+                team.conduct_address,
+            ]
+            hits = protected_hits(pattern, protected, policy.local_domains)
+            if hits:
+                raise _Refused(number, line, "; ".join(hits))
+
+
+def request(message: ParsedMessage, snapshot: Snapshot, now: datetime) -> Outcome:
+    """Check the commands, keep them pending, and ask the sender to confirm."""
+    policy = snapshot.policy
+    assert policy is not None
+    staff, lists = _who(message, snapshot)
+    if loops.is_automatic(message.loop):
+        return _silently_refused(message, "automatic")
+    if not staff and not lists:
+        return _silently_refused(message, "not-moderator-or-staff")
+    if policy.require_dkim and not snapshot.dkim_passed:
+        return _silently_refused(message, "dkim-failed")
+    text = new_text(message.text)
+    parsed = parse_commands(text, sender=message.from_address or "", tz=policy.zone, now=now)
+    try:
+        if isinstance(parsed, CommandError):
+            raise _Refused(parsed.line, parsed.text, parsed.reason)
+        if not parsed.commands:
+            raise _Refused(1, "", "no command lines (lines starting with #) at the top")
+        _checked(parsed, staff, lists, policy, snapshot)
+    except _Refused as refused:
+        e = refused.error
+        return Outcome(
+            "moderate",
+            "moderation",
+            (
+                RecordIncoming(None, "command", "moderation", message.from_address),
+                _answer(
+                    message,
+                    f"Nothing was done: line {e.line} cannot apply.\n\n{e.text}\n  -> {e.reason}",
+                ),
+            ),
+        )
+    quoted = "\n".join(f"  {line}" for line in parsed.lines)
+    return Outcome(
+        "moderate",
+        "moderation",
+        (
+            RecordIncoming(None, "command", "moderation", message.from_address),
+            CreateConfirmation(message.from_address or "", text, now + CONFIRMATION_VALID),
+            Audit(
+                None, "moderation-requested", message.from_address, {"lines": list(parsed.lines)}
+            ),
+            _answer(
+                message,
+                "These commands are waiting for your confirmation:\n\n"
+                f"{quoted}\n\nReply to this message (any text) within 7 days to run "
+                "them. If you did not send them, ignore this message.",
+                confirm=True,
+            ),
+        ),
+    )
+
+
+def _bans(
+    command: ct.Ban, staff: bool, lists: tuple[str, ...], sender: str, origin: Origin
+) -> list[Effect]:
+    if command.scope is ct.BanScope.LIST:
+        targets: list[str | None] = [command.list_address]
+    elif staff:
+        targets = [None]
+    else:
+        targets = list(lists)  # a moderator's own lists
+    pattern = str(parse_pattern(command.pattern))
+    return [
+        AddBan(None, pattern, target, command.until, command.reason, sender, False, origin)
+        for target in targets
+    ]
+
+
+def confirm(message: ParsedMessage, snapshot: Snapshot, now: datetime) -> Outcome | None:
+    """Run the pending commands; None: not the same sender, so it is ordinary conduct mail."""
+    pending = snapshot.confirmation
+    policy = snapshot.policy
+    assert policy is not None
+    if pending is None or message.from_address != pending.sender:
+        return None
+    if loops.is_automatic(message.loop):
+        return _silently_refused(message, "automatic-confirmation")
+    if policy.require_dkim and not snapshot.dkim_passed:
+        return _silently_refused(message, "dkim-failed")
+    staff, lists = _who(message, snapshot)
+    parsed = parse_commands(pending.commands, sender=pending.sender, tz=policy.zone, now=now)
+    if isinstance(parsed, CommandError) or not (staff or lists):
+        return _silently_refused(message, "no-longer-allowed")
+    try:
+        _checked(parsed, staff, lists, policy, snapshot)
+    except _Refused as refused:
+        return _silently_refused(message, refused.error.reason)
+    allowed = None if staff else lists
+    effects: list[Effect] = [
+        RecordIncoming(None, "command", "confirmation", message.from_address),
+        UseConfirmation(pending.id),
+        Audit(None, "moderation-confirmed", pending.sender, {"lines": list(parsed.lines)}),
+    ]
+    for number, (command, line) in enumerate(
+        zip(parsed.commands, parsed.lines, strict=True), start=1
+    ):
+        origin = Origin(number, line)
+        if isinstance(command, ct.Ban):
+            effects += _bans(command, staff, lists, pending.sender, origin)
+        elif isinstance(command, ct.Unban):
+            ban_id = int(command.ban_id) if command.ban_id and command.ban_id.isdigit() else None
+            pattern = str(parse_pattern(command.pattern)) if command.pattern else None
+            effects.append(
+                LiftBan(ban_id, pattern, command.list_address, pending.sender, allowed, origin)
+            )
+        elif isinstance(command, ct.Release | ct.Discard):
+            effects.append(
+                DecideHeld(
+                    command.held_id,
+                    isinstance(command, ct.Release),
+                    pending.sender,
+                    allowed,
+                    origin,
+                )
+            )
+    if parsed.on_behalf is not None:
+        effects += _on_behalf(message, snapshot, parsed, now)
+    effects.append(_answer(message, "Done:\n\n" + "\n".join(f"  {line}" for line in parsed.lines)))
+    return Outcome("moderate", "confirmation", tuple(effects))
+
+
+def _on_behalf(
+    message: ParsedMessage, snapshot: Snapshot, parsed: ParsedCommands, now: datetime
+) -> list[Effect]:
+    """A case whose reporter is ADDRESS and whose report is the rest of the body."""
+    command = parsed.on_behalf
+    assert command is not None
+    report = replace(
+        message,
+        from_address=command.address,
+        from_written=command.written,
+        from_name="",
+        header_text="",
+        text=parsed.text,
+        subject=message.subject,
+        loop=replace(
+            message.loop,
+            envelope_sender=command.written if parsed.acknowledge else None,
+            auto_submitted=None,
+        ),
+    )
+    intake = report_intake.Intake("on-behalf", None, False, now)
+    outcome = report_intake.intake(report, snapshot, intake)
+    kept: list[Effect] = [e for e in outcome.effects if not isinstance(e, RecordIncoming)]
+    return [
+        *kept,
+        RecordIncoming("new", "report", "on-behalf", command.address),
+        Audit("new", "reported-on-behalf", message.from_address, {"reporter": command.address}),
+    ]

@@ -1,0 +1,155 @@
+"""conduct+moderate@: confirmations, moderators' limits, replays, expiry, #on-behalf."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from gateway.pipeline import Pipeline
+from storage import inbox
+from storage.models import BanRow, Case, Confirmation, OutboxEntry, Participant
+from tests.gateway.gateway_setup import Gateway, make_gateway
+
+MODERATE = "conduct+moderate@example.org"
+EXTRA = "[moderators]\ndev@lists.example.org = carol@example.org\n"
+
+
+@pytest.fixture
+def gw(tmp_path: Path, database_url: str) -> Iterator[Gateway]:
+    gateway = make_gateway(tmp_path, database_url, extra=EXTRA)
+    yield gateway
+    gateway.database.dispose()
+
+
+counter = iter(range(1, 100000))
+
+
+def send(gw: Gateway, sender: str, to: str, body: str, headers: str = "") -> None:
+    raw = (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: moderation\r\n{headers}"
+        f"Message-ID: <mod{next(counter)}@example.org>\r\n\r\n{body}"
+    ).encode()
+    with gw.database.transaction() as session:
+        inbox.store(
+            session, raw=raw, envelope_sender=sender, recipients=(to,), source="smtp", now=gw.now()
+        )
+    pipeline = Pipeline(lambda: gw.settings, gw.database, gw.secrets, gw.now)
+    while pipeline.process_batch():
+        pass
+
+
+def outbox_rows(gw: Gateway) -> list[OutboxEntry]:
+    with gw.database.transaction() as session:
+        return list(session.execute(select(OutboxEntry).order_by(OutboxEntry.id)).scalars())
+
+
+def confirm_address(row: OutboxEntry) -> str:
+    message = email.message_from_bytes(row.raw or b"", policy=email.policy.default)
+    reply_to = str(message["Reply-To"])
+    assert reply_to.startswith("conduct+confirm-")
+    return reply_to
+
+
+def bans(gw: Gateway) -> list[BanRow]:
+    with gw.database.transaction() as session:
+        return list(session.execute(select(BanRow)).scalars())
+
+
+def cases(gw: Gateway) -> list[Case]:
+    with gw.database.transaction() as session:
+        return list(session.execute(select(Case)).scalars())
+
+
+def test_a_moderator_s_ban_runs_only_after_confirmation(gw: Gateway) -> None:
+    send(gw, "carol@example.org", MODERATE, "#ban spammer@bad.example\r\n")
+    assert bans(gw) == []
+    [ask] = outbox_rows(gw)
+    assert ask.recipient == "carol@example.org"
+    assert ask.envelope_sender == ""
+    assert b"#ban spammer@bad.example" in (ask.raw or b"")
+    send(gw, "carol@example.org", confirm_address(ask), "yes\r\n")
+    [ban] = bans(gw)
+    assert ban.pattern == "spammer@bad.example"
+    assert ban.list == "dev@lists.example.org"  # no list=: the moderator's own lists
+    assert ban.created_by == "carol@example.org"
+
+
+def test_a_replayed_confirmation_runs_nothing_and_reveals_nothing(gw: Gateway) -> None:
+    send(gw, "carol@example.org", MODERATE, "#ban spammer@bad.example\r\n")
+    address = confirm_address(outbox_rows(gw)[0])
+    send(gw, "carol@example.org", address, "yes\r\n")
+    send(gw, "carol@example.org", address, "yes again\r\n")
+    assert len(bans(gw)) == 1
+    # The replay is plain conduct mail: a report by carol, no mention of confirmations.
+    assert len(cases(gw)) == 1
+
+
+def test_an_expired_confirmation_is_plain_conduct_mail(gw: Gateway) -> None:
+    send(gw, "carol@example.org", MODERATE, "#ban spammer@bad.example\r\n")
+    address = confirm_address(outbox_rows(gw)[0])
+    with gw.database.transaction() as session:
+        session.execute(update(Confirmation).values(expires_at=gw.now() - timedelta(seconds=1)))
+    send(gw, "carol@example.org", address, "yes\r\n")
+    assert bans(gw) == []
+    assert len(cases(gw)) == 1
+
+
+def test_a_confirmation_from_someone_else_confirms_nothing(gw: Gateway) -> None:
+    send(gw, "carol@example.org", MODERATE, "#ban spammer@bad.example\r\n")
+    address = confirm_address(outbox_rows(gw)[0])
+    send(gw, "mallory@example.com", address, "yes\r\n")
+    assert bans(gw) == []
+
+
+def test_an_automatic_reply_never_confirms(gw: Gateway) -> None:
+    send(gw, "carol@example.org", MODERATE, "#ban spammer@bad.example\r\n")
+    address = confirm_address(outbox_rows(gw)[0])
+    send(gw, "carol@example.org", address, "I am away\r\n", "Auto-Submitted: auto-replied\r\n")
+    assert bans(gw) == []
+
+
+def test_a_moderator_may_not_ban_outside_their_list_or_everywhere(gw: Gateway) -> None:
+    send(
+        gw,
+        "carol@example.org",
+        MODERATE,
+        "#ban spammer@bad.example list=announce@lists.example.org\r\n",
+    )
+    send(gw, "carol@example.org", MODERATE, "#ban spammer@bad.example list=all\r\n")
+    send(gw, "carol@example.org", MODERATE, "#status resolved\r\n")
+    rows = outbox_rows(gw)
+    assert len(rows) == 3
+    assert all(b"Nothing was done" in (r.raw or b"") for r in rows)
+    assert all(b"conduct+confirm-" not in (r.raw or b"") for r in rows)
+
+
+def test_strangers_get_no_confirmation_and_no_reply(gw: Gateway) -> None:
+    send(gw, "mallory@example.com", MODERATE, "#ban carol@example.org\r\n")
+    assert outbox_rows(gw) == []
+    assert cases(gw) == []
+
+
+def test_staff_may_ban_everywhere_and_report_on_someone_s_behalf(gw: Gateway) -> None:
+    send(
+        gw,
+        "alice@example.org",
+        MODERATE,
+        "#on-behalf victim@example.net\r\n#ack\r\nThey told me at the venue that someone "
+        "kept following them.\r\n",
+    )
+    address = confirm_address(outbox_rows(gw)[0])
+    send(gw, "alice@example.org", address, "confirmed\r\n")
+    [case] = cases(gw)
+    with gw.database.transaction() as session:
+        roles = {p.address: p.role for p in session.execute(select(Participant)).scalars()}
+    assert roles["victim@example.net"] == "reporter"
+    kinds = [(r.kind, r.recipient) for r in outbox_rows(gw)]
+    assert ("acknowledgement", "victim@example.net") in kinds
+    assert ("copy", "bob@example.org") in kinds
+    assert case.number == 1
