@@ -118,4 +118,15 @@ def cases_export(ctx: click.Context, number: int, out: Path | None) -> None:
     run_action(ctx, cli_cases.export_case, number=number, out=out)
 
 
+@cases.command("purge")
+@click.option("--dry-run", is_flag=True, help="Only list the case numbers that would go.")
+@config_option
+@click.pass_context
+def cases_purge(ctx: click.Context, dry_run: bool) -> None:
+    """Apply retention now: remove the personal data of closed cases that are due."""
+    from gateway import cli_cases
+
+    run_action(ctx, cli_cases.purge_cases, dry_run=dry_run)
+
+
 COMMANDS = (ingest, import_mail, cases)

@@ -230,3 +230,20 @@ def import_path(settings: Settings, database: Database, *, path: Path) -> None:
             f"{summary.failed} messages could not be imported; see the log above "
             "and run the import again"
         )
+
+
+def purge_cases(settings: Settings, database: Database, *, dry_run: bool) -> None:
+    """`cases purge [--dry-run]`: SPEC section 7a, now."""
+    from gateway.scheduler import run_retention
+    from storage import purge
+
+    now = _now()
+    if dry_run:
+        with database.transaction() as session:
+            due = purge.due_cases(session, now)
+        click.echo("\n".join(str(n) for n in due) if due else "no case is due")
+        return
+    with database.transaction() as session:
+        due = purge.due_cases(session, now)
+    run_retention(database, now)
+    click.echo(f"purged {len(due)} cases" + (": " + ", ".join(map(str, due)) if due else ""))

@@ -59,9 +59,11 @@ def _clock() -> datetime:
 def components(settings: Settings, database: Database, found: secret.Secrets) -> list[Component]:
     """What this configuration runs, in start order (they stop in reverse)."""
     from gateway.ban_cache import BanCache
+    from gateway.imap_watcher import ImapWatcher
     from gateway.list_service import ListService
     from gateway.pipeline import Pipeline
     from gateway.policy_server import PolicyServer
+    from gateway.scheduler import Scheduler
     from gateway.sender import OutboxSender
     from gateway.smtp_ingress import SmtpIngress
 
@@ -76,7 +78,10 @@ def components(settings: Settings, database: Database, found: secret.Secrets) ->
     sender = OutboxSender(current, database, _clock, upstream=lists.deliver_upstream)
     pipeline = Pipeline(current, database, found, _clock, on_mail=sender.notify)
     ingress = SmtpIngress(current, database, lists, _clock, on_stored=pipeline.notify)
-    running: list[Component] = [bans, lists, sender, pipeline, ingress]
+    scheduler = Scheduler(current, database, found, _clock, on_mail=sender.notify)
+    running: list[Component] = [bans, lists, sender, pipeline, scheduler, ingress]
+    if settings.imap.enabled:
+        running.append(ImapWatcher(current, database, _clock, on_stored=pipeline.notify))
     if settings.policy_listen is not None:
         running.append(
             PolicyServer(

@@ -24,16 +24,16 @@ DnsLookup = Callable[[bytes], bytes | None]
 # Signatures verified (each a DNS lookup) per message: a hostile message may carry hundreds.
 MAX_VERIFIED = 8
 
-# Failure reasons, from the signature that got furthest to the one that got least far;
-# when nothing passes, the result reports the furthest any signature got.
+# Failure reasons, most telling first: when nothing passes, the result reports the
+# first of these that any signature met (mostly: the furthest a signature got).
 _FAILURES = (
+    "too-many-signatures",  # past MAX_VERIFIED, left unchecked: one of them might have passed
     "body-length-limited",  # verified and aligned, but its l= leaves part of the body unsigned
     "bad-signature",  # aligned; body hash or signature does not verify
     "bad-key",  # aligned; the key record is unusable or too small
     "dns-error",  # aligned; no key record, or the lookup failed
     "not-aligned",  # d= is not relaxed-aligned with the From domain (not verified at all)
-    "malformed-signature",  # the DKIM-Signature header cannot be parsed or lacks a tag
-    "too-many-signatures",  # past MAX_VERIFIED, left unchecked
+    "malformed-signature",  # unparsable, lacks a tag, or fails dkimpy's tag checks
 )
 # Also reported: "pass", "no-signature", and "malformed-message" (dkimpy cannot split the headers).
 
@@ -89,8 +89,14 @@ class _KeyLookup:
 
 
 def _tags(header_value: bytes) -> dict[bytes, bytes]:
+    """The signature's tags, checked before any DNS lookup; raises on a malformed signature."""
     tags: dict[bytes, bytes] = dkim.util.parse_tag_value(header_value)
+    # Bad base64, unknown a=, an i= outside d=, a past x=, a future t=.
     dkim.validate_signature_fields(tags)
+    CanonicalizationPolicy.from_c_value(tags.get(b"c", b"simple/simple"))
+    # dkimpy accepts an empty l= here and then fails on int(b"").
+    if b"l" in tags and not tags[b"l"].isdigit():
+        raise ValueError("l= is not a number")
     return tags
 
 
@@ -113,9 +119,9 @@ def _verify(verifier: Any, idx: int, tags: dict[bytes, bytes], lookup: DnsLookup
         verified = verifier.verify(idx=idx, dnsfunc=key_lookup)
     except dkim.KeyFormatError:  # key too small, digest too large for the modulus
         return "bad-key"
-    except dkim.DKIMException:  # body hash mismatch, bad c=
+    except dkim.DKIMException:  # body hash mismatch
         return "bad-signature"
-    except Exception:  # dkimpy trips on inputs it did not expect (an empty l=, odd i=)
+    except Exception:  # dkimpy trips on inputs it did not expect
         return "malformed-signature"
     if not verified:
         return key_lookup.failure or "bad-signature"
@@ -144,7 +150,7 @@ def verify_aligned(raw: bytes, from_domain: str, *, dnsfunc: DnsLookup | None = 
     if not values:
         return DkimResult(False, None, "no-signature", 0)
     reasons: list[str] = []
-    verified = 0
+    checked = 0
     for idx, value in enumerate(values):
         try:
             tags = _tags(value)
@@ -155,10 +161,10 @@ def verify_aligned(raw: bytes, from_domain: str, *, dnsfunc: DnsLookup | None = 
         if not aligned_relaxed(domain, from_domain, _registrable):
             reasons.append("not-aligned")
             continue
-        if verified >= MAX_VERIFIED:
+        if checked >= MAX_VERIFIED:
             reasons.append("too-many-signatures")
             continue
-        verified += 1
+        checked += 1
         reason = _verify(verifier, idx, tags, dnsfunc)
         if reason == "pass":
             return DkimResult(True, domain, "pass", len(values))

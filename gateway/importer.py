@@ -43,6 +43,11 @@ def open_mailbox(path: Path) -> mailbox.Mailbox[mailbox.Message]:
             raise MailboxError(f"{path}: a directory, but not a Maildir (no cur/ or new/)")
         return mailbox.Maildir(path, factory=None, create=False)
     if path.is_file():
+        with path.open("rb") as file:
+            first = file.readline()
+        # An mbox starts with a "From " line; anything else (one .eml) would import nothing.
+        if first and not first.startswith(b"From "):
+            raise MailboxError(f'{path}: not an mbox file (it does not start with a "From " line)')
         return mailbox.mbox(path, create=False)
     raise MailboxError(f"{path}: no such mbox file or Maildir")
 

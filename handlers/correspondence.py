@@ -53,7 +53,7 @@ def join(
         Audit(case.number, f"{kind}-received", sender, {"rule": rule, "role": role}),
     ]
     if is_staff:
-        effects.append(UpdateCase(case.number, {"staff_mail_at": received}))
+        effects.append(UpdateCase(case.number, {"first_staff_mail_at": received}))
     text_params = {
         "case": str(case.number),
         "text": message.text,

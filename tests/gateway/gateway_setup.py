@@ -32,7 +32,7 @@ ban_action = {ban_action}
 listen = 127.0.0.1:{smtp_port}
 hostname = mx.example.org
 [auth]
-require_dkim = no
+require_dkim = {require_dkim}
 """
 
 
@@ -57,6 +57,7 @@ def write_config(
     ban_action: str = "reject",
     smtp_port: int = 0,
     extra: str = "",
+    require_dkim: str = "no",
 ) -> Path:
     path = tmp_path / "gateway.ini"
     path.write_text(
@@ -67,6 +68,7 @@ def write_config(
             protocol=protocol,
             ban_action=ban_action,
             smtp_port=smtp_port,
+            require_dkim=require_dkim,
         )
         + extra,
         encoding="utf-8",

@@ -331,3 +331,66 @@ def test_every_command_leaves_an_audit_chain_that_verifies(gw: Gateway) -> None:
     assert case(gw).assignee == "alice@example.org"
     with gw.database.transaction() as session:
         assert audit.verify_chain(session).problem is None
+
+
+@pytest.fixture
+def strict(
+    tmp_path: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Gateway]:
+    """require_dkim = yes; the test answers the DNS lookups itself (no network)."""
+    from gateway import dkim_check
+    from tests.dkim_keys import key_dns, make_key
+
+    key = make_key("example.org")
+    real = dkim_check.verify_aligned
+    dns = key_dns({"s1._domainkey.example.org": key.txt})
+    monkeypatch.setattr(
+        dkim_check,
+        "verify_aligned",
+        lambda raw, domain, dnsfunc=None: real(raw, domain, dnsfunc=dns),
+    )
+    gateway = make_gateway(tmp_path, database_url, require_dkim="yes")
+    store(gateway, REPORT, "rita@example.net", ("conduct@example.org",))
+    run(gateway)
+    yield gateway
+    gateway.database.dispose()
+
+
+def signed_command(
+    gw: Gateway, body: str, *, domain: str = "example.org", length: bool = False, appended: str = ""
+) -> None:
+    from tests.dkim_keys import make_key, sign_for_tests
+
+    address = signed(gw, 1, "alice@example.org")
+    raw = (
+        f"From: alice@example.org\r\nTo: {address}\r\nSubject: Re: report\r\n"
+        f"Message-ID: <dk{next(counter)}@example.org>\r\n\r\n{body}"
+    ).encode()
+    raw = sign_for_tests(raw, domain, "s1", make_key(domain).private_pem, length=length)
+    store(gw, raw + appended.encode(), "alice@example.org", (address,))
+    run(gw)
+
+
+def test_with_dkim_required_an_aligned_signature_lets_the_command_run(strict: Gateway) -> None:
+    signed_command(strict, "#status investigating\r\n")
+    assert case(strict).status == "investigating"
+
+
+def test_with_dkim_required_an_unsigned_command_changes_nothing(strict: Gateway) -> None:
+    command(strict, "#status investigating\r\n")
+    assert case(strict).status == "new"
+    assert mails(strict, "result") == []
+
+
+def test_with_dkim_required_a_signature_by_another_domain_does_not_count(
+    strict: Gateway,
+) -> None:
+    signed_command(strict, "#status investigating\r\n", domain="elsewhere.example")
+    assert case(strict).status == "new"
+
+
+def test_with_dkim_required_l_shorter_than_the_body_does_not_count(strict: Gateway) -> None:
+    signed_command(strict, "Thanks.\r\n", length=True, appended="#status resolved\r\n")
+    assert case(strict).status == "new"

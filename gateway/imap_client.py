@@ -1,0 +1,249 @@
+"""A thin typed wrapper over imapclient: connect, list, fetch, move, and IDLE with a watchdog.
+
+Every call blocks; the watcher runs them in its own thread. imapclient and socket errors
+come out as `ImapError` subclasses, so the caller decides between back-off and giving up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient import exceptions as imap_errors
+
+from rules.errors import GatewayError
+
+BODY = b"BODY[]"  # the FETCH item BODY.PEEK[] answers with
+IDLE_TICK = 1.0  # how often an IDLE wait looks at the stop flag
+QUICK_EMPTY_LIMIT = 3  # idle_check returning nothing at once, this often in a row: EOF
+
+
+class ImapError(GatewayError):
+    """The server refused a command, or the connection failed."""
+
+
+class ImapLoginFailed(ImapError):
+    def __init__(self) -> None:
+        super().__init__("the IMAP server refused the username or password")
+
+
+class ImapConnectionLost(ImapError):
+    def __init__(self, why: str) -> None:
+        super().__init__(f"IMAP connection lost: {why}")
+
+
+@dataclass(frozen=True)
+class Selected:
+    uidvalidity: int
+    exists: int
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A message in the folder, as the watcher decides about it before fetching its bytes."""
+
+    uid: int
+    size: int
+    flags: tuple[str, ...]
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except ImapError:
+        raise
+    except imap_errors.LoginError as error:
+        raise ImapLoginFailed() from error
+    except (imap_errors.IMAPClientAbortError, OSError, EOFError) as error:
+        # socket.timeout and ssl.SSLError are OSErrors: a silent or broken connection.
+        raise ImapConnectionLost(type(error).__name__) from error
+    except imap_errors.IMAPClientError as error:
+        raise ImapError(f"IMAP command failed: {error}") from error
+
+
+def connect(
+    host: str,
+    port: int,
+    security: str,
+    username: str,
+    password: str,
+    *,
+    timeout: float,
+    tls_context: ssl.SSLContext | None = None,
+) -> ImapConnection:
+    """A logged-in connection; `security` is ssl (implicit TLS), starttls or none."""
+    context = tls_context or ssl.create_default_context()
+    with _translated():
+        client = IMAPClient(
+            host,
+            port=port,
+            ssl=security == "ssl",
+            ssl_context=context if security == "ssl" else None,
+            timeout=timeout,
+        )
+        connection = ImapConnection(client)
+        try:
+            if security == "starttls":
+                client.starttls(context)
+            client.login(username, password)
+        except BaseException:
+            connection.abort()
+            raise
+    return connection
+
+
+class ImapConnection:
+    """One logged-in session; `abort` may be called from another thread to unblock it."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def has(self, capability: str) -> bool:
+        with _translated():
+            return bool(self._client.has_capability(capability))
+
+    def select(self, folder: str) -> Selected:
+        with _translated():
+            found = self._client.select_folder(folder)
+        return Selected(int(found[b"UIDVALIDITY"]), int(found.get(b"EXISTS", 0)))
+
+    def ensure_folder(self, folder: str) -> bool:
+        """Create `folder` when missing; True when it was created."""
+        with _translated():
+            if self._client.folder_exists(folder):
+                return False
+            self._client.create_folder(folder)
+            return True
+
+    def listing(self) -> list[Listed]:
+        """UID, size and flags of every message not marked \\Deleted, lowest UID first."""
+        with _translated():
+            uids = sorted(int(u) for u in self._client.search(["NOT", "DELETED"]))
+            found: list[Listed] = []
+            for start in range(0, len(uids), 1000):
+                part = uids[start : start + 1000]
+                data = self._client.fetch(part, ["RFC822.SIZE", "FLAGS"])
+                for uid in part:
+                    item = data.get(uid)
+                    if item is None:
+                        continue  # expunged meanwhile
+                    flags = tuple(_text(f) for f in item.get(b"FLAGS", ()))
+                    found.append(Listed(uid, int(item.get(b"RFC822.SIZE", 0)), flags))
+        return found
+
+    def fetch(self, uids: Iterable[int]) -> dict[int, bytes]:
+        """The raw bytes of each message; BODY.PEEK keeps it unseen until it is moved."""
+        wanted = list(uids)
+        with _translated():
+            data = self._client.fetch(wanted, ["BODY.PEEK[]"])
+        return {int(uid): bytes(item[BODY]) for uid, item in data.items() if BODY in item}
+
+    def header_fields(self, uid: int, names: Iterable[str]) -> bytes:
+        part = f"BODY.PEEK[HEADER.FIELDS ({' '.join(names)})]"
+        with _translated():
+            data = self._client.fetch([uid], [part])
+        for key, value in data.get(uid, {}).items():
+            if key.startswith(b"BODY[HEADER.FIELDS"):
+                return bytes(value)
+        return b""
+
+    def move(self, uids: Iterable[int], folder: str) -> None:
+        """MOVE (RFC 6851) where offered, else COPY, \\Deleted and UID EXPUNGE (RFC 4315)."""
+        wanted = list(uids)
+        with _translated():
+            if self._client.has_capability("MOVE"):
+                self._client.move(wanted, folder)
+                return
+            self._client.copy(wanted, folder)
+            self._client.add_flags(wanted, [b"\\Deleted"], silent=True)
+            if self._client.has_capability("UIDPLUS"):
+                self._client.uid_expunge(wanted)
+            else:
+                # Without UIDPLUS only a plain EXPUNGE exists (it also removes other
+                # \Deleted messages in the folder, which is what a client expects anyway).
+                self._client.expunge()
+
+    def add_keyword(self, uids: Iterable[int], keyword: str) -> None:
+        with _translated():
+            self._client.add_flags(list(uids), [keyword.encode()], silent=True)
+
+    def noop(self) -> None:
+        with _translated():
+            self._client.noop()
+
+    def idle(
+        self, halt: threading.Event, renew: float, beat: Callable[[], None] = lambda: None
+    ) -> bool:
+        """Wait in IDLE (RFC 2177) until new mail or a warning (True), `renew` seconds or
+        `halt` (False).
+
+        imapclient's idle_check returns nothing, at once and forever, once the server has
+        closed the connection: several quick empty returns in a row mean EOF. A server that
+        stops answering is caught when IDLE ends: DONE waits under the socket timeout.
+        `beat` is called at every tick, for the caller's watchdog.
+        """
+        with _translated():
+            self._client.idle()
+            started = time.monotonic()
+            changed = False
+            quick_empty = 0
+            while not halt.is_set() and time.monotonic() - started < renew:
+                beat()
+                before = time.monotonic()
+                responses = self._client.idle_check(timeout=IDLE_TICK)
+                if responses:
+                    quick_empty = 0
+                    if any(_is_bye(r) for r in responses):
+                        raise ImapConnectionLost("server said BYE")
+                    if any(_is_new_mail(r) or _is_warning(r) for r in responses):
+                        changed = True
+                        break
+                elif time.monotonic() - before < IDLE_TICK / 2:
+                    quick_empty += 1
+                    if quick_empty >= QUICK_EMPTY_LIMIT:
+                        raise ImapConnectionLost("server closed the connection during IDLE")
+                else:
+                    quick_empty = 0
+            self._client.idle_done()
+        return changed
+
+    def abort(self) -> None:
+        """Shut the socket down (safe from another thread): a blocked call fails at once."""
+        with self._lock, contextlib.suppress(Exception):
+            self._client.socket().shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(Exception):
+            self._client.shutdown()
+
+    def close(self) -> None:
+        """LOGOUT, then close; errors are ignored (the connection may already be gone)."""
+        try:
+            self._client.logout()
+        except Exception:
+            self.abort()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _is_new_mail(response: Any) -> bool:
+    return isinstance(response, tuple) and len(response) >= 2 and response[1] == b"EXISTS"
+
+
+def _is_warning(response: Any) -> bool:
+    """An untagged NO or BAD (Dovecot's answer to the selected folder being deleted, for
+    one): end IDLE and let the next pass re-select, which finds out what changed."""
+    return isinstance(response, tuple) and bool(response) and response[0] in (b"NO", b"BAD")
+
+
+def _is_bye(response: Any) -> bool:
+    return isinstance(response, tuple) and bool(response) and response[0] == b"BYE"

@@ -1,0 +1,120 @@
+"""Tells staff, once, about an IMAP message too large to take in (issue 6): audit plus mail."""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from gateway.config import Settings
+from handlers import templates
+from handlers.compose import Envelope, compose
+from rules import tokens
+from storage import audit, cases, outbox
+
+ACTION = "imap-too-large"
+KEYWORD = "$ConductTooLarge"  # IMAP keyword (RFC 3501 flag-keyword) left on the message
+HEADER_FIELDS = ("MESSAGE-ID", "FROM", "SUBJECT", "DATE")
+
+
+@dataclass(frozen=True)
+class TooLarge:
+    folder: str
+    uidvalidity: int
+    uid: int
+    size: int
+    headers: bytes  # the fields of HEADER_FIELDS, as the server sent them
+
+
+def _header_values(raw: bytes) -> dict[str, str]:
+    parsed = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+    values: dict[str, str] = {}
+    for name in ("message-id", "from", "subject", "date"):
+        try:
+            value = parsed.get(name)
+        except Exception:  # a malformed field is shown as unknown
+            value = None
+        values[name] = " ".join(str(value).split())[:300] if value is not None else "(none)"
+    return values
+
+
+def report(session: Session, settings: Settings, found: TooLarge, now: datetime) -> int:
+    """In the caller's transaction: an audit event and one mail to every staff member."""
+    gateway = settings.gateway
+    values = _header_values(found.headers)
+    audit.append(
+        session,
+        at=now,
+        action=ACTION,
+        actor=None,
+        detail={
+            "folder": found.folder,
+            "uidvalidity": found.uidvalidity,
+            "uid": found.uid,
+            "size": found.size,
+            "message_id": values["message-id"],
+        },
+    )
+    body = templates.render(
+        "imap-too-large",
+        {
+            "folder": found.folder,
+            "limit": str(settings.smtp.max_message_size),
+            "keyword": KEYWORD,
+            "size": str(found.size),
+            "message_id": values["message-id"],
+            "sender": values["from"],
+            "subject": values["subject"],
+            "date": values["date"],
+            "uid": str(found.uid),
+            "uidvalidity": str(found.uidvalidity),
+        },
+    )
+    conduct = gateway.conduct_address
+    domain = conduct.rpartition("@")[2]
+    subject = f"[{gateway.case_tag}] A message too large to take in waits in {found.folder}"
+    for person in gateway.staff:
+        message_id = tokens.new_message_id(domain)
+        raw = compose(
+            Envelope(
+                from_name=gateway.case_tag,
+                from_address=conduct,
+                to=person.address,
+                subject=subject,
+                message_id=message_id,
+                date=now,
+            ),
+            body,
+        )
+        bounce_id = tokens.new_bounce_id()
+        outbox_id = outbox.enqueue(
+            session,
+            outbox.NewMail(
+                kind="notification",
+                envelope_sender=tokens.subaddress_for(conduct, tokens.Bounce(bounce_id)),
+                recipient=person.address,
+                message_id=message_id,
+                raw=raw,
+                bounce_id=bounce_id,
+            ),
+            now,
+        )
+        cases.record_message(
+            session,
+            cases.NewMessage(
+                case=None,
+                direction="out",
+                kind="notification",
+                at=now,
+                message_id=message_id,
+                sender=conduct,
+                recipients=(person.address,),
+                party=person.address.lower(),
+                subject=subject,
+                outbox_id=outbox_id,
+            ),
+        )
+    return len(gateway.staff)

@@ -1,0 +1,114 @@
+"""What the IMAP watcher did with each (mailbox, UIDVALIDITY, UID): committed, moved, too large."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from storage.models import ImapSeen
+
+COMMITTED = "committed"  # in the inbox; still to be moved to the processed folder
+MOVED = "moved"
+TOO_LARGE = "too-large"  # left in the folder, flagged, staff told once
+
+
+@dataclass(frozen=True)
+class Seen:
+    mailbox: str
+    uidvalidity: int
+    uid: int
+    dedup_key: str | None
+    state: str
+    at: datetime
+
+
+def states(session: Session, mailbox: str, uidvalidity: int, uids: Iterable[int]) -> dict[int, str]:
+    """The recorded state of each of `uids` that has one."""
+    wanted = list(uids)
+    found: dict[int, str] = {}
+    for start in range(0, len(wanted), 500):
+        rows = session.execute(
+            select(ImapSeen.uid, ImapSeen.state).where(
+                ImapSeen.mailbox == mailbox,
+                ImapSeen.uidvalidity == uidvalidity,
+                ImapSeen.uid.in_(wanted[start : start + 500]),
+            )
+        )
+        found.update({int(uid): str(state) for uid, state in rows.all()})
+    return found
+
+
+def record_committed(
+    session: Session, mailbox: str, uidvalidity: int, uid: int, dedup_key: str, now: datetime
+) -> None:
+    """In the transaction that stored the message: it is in the inbox, not yet moved."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(ImapSeen).values(
+        mailbox=mailbox,
+        uidvalidity=uidvalidity,
+        uid=uid,
+        dedup_key=dedup_key,
+        state=COMMITTED,
+        at=now,
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[ImapSeen.mailbox, ImapSeen.uidvalidity, ImapSeen.uid],
+            set_={"dedup_key": dedup_key, "state": COMMITTED, "at": now},
+        )
+    )
+
+
+def mark_moved(
+    session: Session, mailbox: str, uidvalidity: int, uids: Iterable[int], now: datetime
+) -> None:
+    wanted = list(uids)
+    for start in range(0, len(wanted), 500):
+        session.execute(
+            update(ImapSeen)
+            .where(
+                ImapSeen.mailbox == mailbox,
+                ImapSeen.uidvalidity == uidvalidity,
+                ImapSeen.uid.in_(wanted[start : start + 500]),
+            )
+            .values(state=MOVED, at=now)
+        )
+
+
+def claim_too_large(
+    session: Session, mailbox: str, uidvalidity: int, uid: int, now: datetime
+) -> bool:
+    """Record a too-large message; True only the first time, so staff are told once."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(ImapSeen)
+        .values(
+            mailbox=mailbox,
+            uidvalidity=uidvalidity,
+            uid=uid,
+            dedup_key=None,
+            state=TOO_LARGE,
+            at=now,
+        )
+        .on_conflict_do_nothing(
+            index_elements=[ImapSeen.mailbox, ImapSeen.uidvalidity, ImapSeen.uid]
+        )
+        .returning(ImapSeen.uid)
+    )
+    return session.execute(statement).scalar_one_or_none() is not None
+
+
+def seen(session: Session, mailbox: str) -> list[Seen]:
+    """Every record for `mailbox`, oldest UIDVALIDITY and UID first."""
+    rows = session.execute(
+        select(ImapSeen)
+        .where(ImapSeen.mailbox == mailbox)
+        .order_by(ImapSeen.uidvalidity, ImapSeen.uid)
+    ).scalars()
+    return [Seen(r.mailbox, r.uidvalidity, r.uid, r.dedup_key, r.state, r.at) for r in rows]
