@@ -11,6 +11,7 @@ from typing import Protocol
 
 from gateway import logs, secret
 from gateway.config import Settings
+from gateway.settings_holder import SettingsHolder
 from storage import migrate
 from storage.db import Database
 
@@ -56,7 +57,9 @@ def _clock() -> datetime:
     return datetime.now(UTC)
 
 
-def components(settings: Settings, database: Database, found: secret.Secrets) -> list[Component]:
+def components(
+    holder: SettingsHolder, database: Database, found: secret.Secrets
+) -> list[Component]:
     """What this configuration runs, in start order (they stop in reverse)."""
     from gateway.ban_cache import BanCache
     from gateway.imap_watcher import ImapWatcher
@@ -67,8 +70,8 @@ def components(settings: Settings, database: Database, found: secret.Secrets) ->
     from gateway.sender import OutboxSender
     from gateway.smtp_ingress import SmtpIngress
 
-    def current() -> Settings:
-        return settings
+    current = holder.current
+    settings = current()
 
     def mail_owed() -> None:
         sender.notify()  # bound late: the sender is made below, before anything runs
@@ -99,9 +102,10 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    holder = SettingsHolder(settings)
     running: list[Component] = []
     try:
-        for component in components(settings, database, found):
+        for component in components(holder, database, found):
             await component.start()
             running.append(component)
             logs.event(log, logging.INFO, "component-started", component=component.name)
