@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import smtplib
 import time
 from collections.abc import Iterator
@@ -191,8 +192,6 @@ def test_a_held_post_is_announced_and_released_to_the_list(
         [notice] = running.smarthost.wait_for(lambda m: len(m) >= 1, OUTBOX_BOUND)
         assert notice.rcpt_tos == ("carol@example.org",)
         held = cli(running.config, "held", "list", "--json")
-        import json
-
         [entry] = json.loads(held.stdout)
         assert str(entry["id"]).encode() in notice.data
         assert cli(running.config, "held", "release", str(entry["id"])).returncode == 0
@@ -256,6 +255,77 @@ def test_smarthost_down_then_back_loses_and_duplicates_nothing(
         time.sleep(2)
         assert len(running.smarthost.messages) == 3
         assert len({m.rcpt_tos for m in found}) == 3
+    finally:
+        assert running.serve.stop() == 0
+        running.smarthost.stop()
+        running.upstream.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_no_contact_holds_the_accused_s_reply_to_the_reporter(
+    tmp_path: Path, backend: str, database_url: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from gateway import config
+    from storage import cases
+    from storage.db import Database
+    from storage.models import Sanction
+
+    running = start(tmp_path, database_url)
+    try:
+        database = Database(config.load(running.config).storage.url)
+        now = datetime.now(UTC)
+        with database.transaction() as session:
+            number = cases.open_case(session, now=now, subject="s", urgent=False)
+            for address, role in (
+                ("rita@example.net", "reporter"),
+                ("mallory@example.com", "accused"),
+            ):
+                cases.add_participant(
+                    session,
+                    case=number,
+                    address=address,
+                    written=address,
+                    name="",
+                    role=role,
+                    recused=False,
+                    now=now,
+                )
+            session.add(
+                Sanction(
+                    case_number=number,
+                    kind="no-contact",
+                    at=now,
+                    until=None,
+                    note=None,
+                    created_by="alice@example.org",
+                )
+            )
+        database.dispose()
+        rita_post = (
+            b"From: rita@example.net\r\nTo: dev@lists.example.org\r\nSubject: hi\r\n"
+            b"Message-ID: <rita-post@example.net>\r\n\r\nhello list\r\n"
+        )
+        assert running.send("rita@example.net", ["dev@lists.example.org"], rita_post) == {}
+        reply = (
+            b"From: mallory@example.com\r\nTo: dev@lists.example.org\r\nSubject: Re: hi\r\n"
+            b"In-Reply-To: <rita-post@example.net>\r\nMessage-ID: <m1@example.com>\r\n\r\n"
+            b"a reply\r\n"
+        )
+        unrelated = reply.replace(b"In-Reply-To: <rita-post@example.net>\r\n", b"").replace(
+            b"<m1@", b"<m2@"
+        )
+        time.sleep(2.5)  # the relayed-post index and the no-contact map refresh each second
+        assert running.send("mallory@example.com", ["dev@lists.example.org"], reply) == {}
+        assert running.send("mallory@example.com", ["dev@lists.example.org"], unrelated) == {}
+        relayed = running.upstream.wait_for(lambda m: len(m) == 2, 5)
+        assert [b"<m1@example.com>" in m.data for m in relayed] == [False, False]
+        held = json.loads(cli(running.config, "held", "list", "--json").stdout)
+        assert [h["reason"] for h in held] == ["no-contact"]
+        running.smarthost.wait_for(
+            lambda m: any(x.rcpt_tos == ("carol@example.org",) for x in m), OUTBOX_BOUND
+        )
     finally:
         assert running.serve.stop() == 0
         running.smarthost.stop()
