@@ -36,6 +36,7 @@ from handlers.effects import (
     SetRecused,
     UpdateCase,
     UseConfirmation,
+    message_kind,
 )
 from handlers.message import ParsedMessage
 from rules import tokens
@@ -275,7 +276,7 @@ class Executor:
             cases.NewMessage(
                 case=case,
                 direction="out",
-                kind=mail.kind,
+                kind=message_kind(mail.kind),
                 at=now,
                 message_id=message_id,
                 sender=identity.conduct_address,

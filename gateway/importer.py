@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import logging
 import mailbox
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from gateway import logs
@@ -52,9 +55,38 @@ def open_mailbox(path: Path) -> mailbox.Mailbox[mailbox.Message]:
     raise MailboxError(f"{path}: no such mbox file or Maildir")
 
 
+def _sent_at(box: mailbox.Maildir, key: str) -> datetime:
+    """The Date header, else the delivery time that starts a Maildir file name."""
+    with box.get_file(key) as file:
+        head = []
+        for line in file:
+            if not line.strip():
+                break
+            head.append(line)
+    value = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(b"".join(head))[
+        "Date"
+    ]
+    try:
+        sent = parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError):
+        prefix = key.split(".", 1)[0]
+        return datetime.fromtimestamp(int(prefix) if prefix.isdigit() else 0, UTC)
+    return sent if sent.tzinfo is not None else sent.replace(tzinfo=UTC)
+
+
+def _keys(box: mailbox.Mailbox[mailbox.Message]) -> Iterator[str]:
+    """An mbox in its own (append) order; a Maildir, which has none (a directory listing),
+    by date, so that a reply is filed after the report it answers and threads to it."""
+    if not isinstance(box, mailbox.Maildir):
+        yield from box.iterkeys()
+        return
+    yield from sorted(box.iterkeys(), key=lambda key: (_sent_at(box, key), key))
+
+
 def messages(box: mailbox.Mailbox[mailbox.Message]) -> Iterator[bytes]:
-    """One message's bytes at a time: the mailbox is never loaded whole."""
-    for key in box.iterkeys():
+    """One message's bytes at a time: the mailbox is never loaded whole (a Maildir's
+    keys and dates are, to order it)."""
+    for key in _keys(box):
         yield box.get_bytes(key)
 
 

@@ -216,3 +216,31 @@ class Outcome:
     rule: str
     effects: tuple[Effect, ...]
     case: CaseRef | None = None
+
+
+# The message kinds of SPEC section 9. Outbox rows keep the finer kind that says why a
+# mail was sent (acknowledgement, copy, result, ...); a case's messages use SPEC's words.
+MESSAGE_KINDS = frozenset(
+    {
+        "report",
+        "correspondence",
+        "note",
+        "command",
+        "reply",
+        "notification",
+        "reminder",
+        "bounce",
+        "auto-reply",
+    }
+)
+_OUTBOX_TO_MESSAGE = {
+    "acknowledgement": "auto-reply",
+    "copy": "notification",
+    "result": "notification",
+    "bounce-notice": "notification",
+}
+
+
+def message_kind(outbox_kind: str) -> str:
+    kind = _OUTBOX_TO_MESSAGE.get(outbox_kind, outbox_kind)
+    return kind if kind in MESSAGE_KINDS else "notification"

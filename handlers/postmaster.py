@@ -37,7 +37,7 @@ def forward(
         "postmaster",
         "postmaster",
         (
-            RecordIncoming(None, "postmaster", "postmaster", message.from_address),
+            RecordIncoming(None, "correspondence", "postmaster", message.from_address),
             copy,
             Audit(None, "postmaster-forwarded", None, {"domain": domain}),
         ),

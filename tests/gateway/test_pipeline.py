@@ -226,3 +226,17 @@ def test_postmaster_mail_goes_to_the_configured_postmaster(gw: Gateway) -> None:
     assert [(r.kind, r.recipient) for r in rows] == [("copy", "hostmaster@example.org")]
     with gw.database.transaction() as session:
         assert session.execute(select(Case)).scalars().all() == []
+
+
+def test_every_message_kind_in_a_case_is_one_of_spec_s(gw: Gateway) -> None:
+    from handlers.effects import MESSAGE_KINDS
+    from storage import case_records
+
+    store(gw, REPORT)
+    run(gw)
+    with gw.database.transaction() as session:
+        detail = case_records.detail(session, 1)
+    assert detail is not None
+    kinds = {m.kind for m in detail.messages}
+    assert kinds <= MESSAGE_KINDS
+    assert {"report", "auto-reply", "notification"} <= kinds
