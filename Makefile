@@ -33,5 +33,8 @@ pytest: $(VENV)/.installed-dev
 
 test: lint typecheck pytest
 
+bench: $(VENV)/.installed-dev
+	for script in bench/[a-z]*.py; do $(BIN)/python $$script || exit 1; done
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -9,8 +9,9 @@ import signal
 from datetime import UTC, datetime
 from typing import Protocol
 
-from gateway import logs, secret
+from gateway import logs, sd_notify, secret
 from gateway.config import Settings
+from gateway.reload import Reloader
 from gateway.settings_holder import SettingsHolder
 from storage import migrate
 from storage.db import Database
@@ -62,8 +63,11 @@ def components(
 ) -> list[Component]:
     """What this configuration runs, in start order (they stop in reverse)."""
     from gateway.ban_cache import BanCache
+    from gateway.imap_purge import purger
     from gateway.imap_watcher import ImapWatcher
     from gateway.list_service import ListService
+    from gateway.metrics import Metrics
+    from gateway.metrics_server import MetricsServer
     from gateway.pipeline import Pipeline
     from gateway.policy_server import PolicyServer
     from gateway.scheduler import Scheduler
@@ -76,33 +80,53 @@ def components(
     def mail_owed() -> None:
         sender.notify()  # bound late: the sender is made below, before anything runs
 
+    metrics = Metrics(_clock)
     bans = BanCache(database, clock=_clock)
-    lists = ListService(current, database, bans, found, _clock, on_mail=mail_owed)
+    lists = ListService(current, database, bans, found, _clock, on_mail=mail_owed, metrics=metrics)
     sender = OutboxSender(current, database, _clock, upstream=lists.deliver_upstream)
     pipeline = Pipeline(current, database, found, _clock, on_mail=sender.notify)
-    ingress = SmtpIngress(current, database, lists, _clock, on_stored=pipeline.notify)
-    scheduler = Scheduler(current, database, found, _clock, on_mail=sender.notify)
+    ingress = SmtpIngress(current, database, lists, _clock, pipeline.notify, metrics=metrics)
+    scheduler = Scheduler(
+        current, database, found, _clock, on_mail=sender.notify, purged=purger(current)
+    )
     running: list[Component] = [bans, lists, sender, pipeline, scheduler, ingress]
+    watcher = None
     if settings.imap.enabled:
-        running.append(ImapWatcher(current, database, _clock, on_stored=pipeline.notify))
+        watcher = ImapWatcher(current, database, _clock, on_stored=pipeline.notify)
+        running.append(watcher)
     if settings.policy_listen is not None:
         running.append(
             PolicyServer(
                 current,
-                lambda address, list_address, now: bans.index.match(address, list_address, now),
+                lambda address, list_address, now: metrics.envelope_hit(
+                    bans.index.match(address, list_address, now)
+                ),
                 _clock,
             )
         )
+    if settings.metrics_listen is not None:  # last: every figure it shows exists by then
+        metrics.follow(
+            outbox_failed=lambda: sender.failed_total,
+            quarantined=lambda: pipeline.quarantined,
+            scheduler_leader=lambda: scheduler.leader,
+            imap_connected=lambda: watcher is not None and watcher.connected,
+        )
+        running.append(MetricsServer(current, database, metrics))
     return running
 
 
 async def serve(settings: Settings) -> None:
+    # systemd arms the watchdog at READY=1; pings before it are ignored, never harmful.
+    watchdog = sd_notify.start_watchdog()
+    sd_notify.notify("STATUS=preparing storage")
     database, found = await asyncio.to_thread(prepare, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     holder = SettingsHolder(settings)
+    # SIGHUP re-reads the file (SPEC section 10); the default action would end the process.
+    loop.add_signal_handler(signal.SIGHUP, Reloader(holder).request)
     running: list[Component] = []
     try:
         for component in components(holder, database, found):
@@ -116,11 +140,16 @@ async def serve(settings: Settings) -> None:
             revision=migrate.current_revision(database),
             components=",".join(c.name for c in running) or "none",
         )
+        # Every listener accepts by now (SPEC section 10): systemd may start what needs us.
+        sd_notify.notify("READY=1\nSTATUS=serving")
         await stop.wait()
         logs.event(log, logging.INFO, "draining")
+        sd_notify.notify("STOPPING=1\nSTATUS=draining")
     finally:
         for component in reversed(running):
             await component.stop()
             logs.event(log, logging.INFO, "component-stopped", component=component.name)
         database.dispose()
+        if watchdog is not None:
+            watchdog.cancel()
     logs.event(log, logging.INFO, "stopped")

@@ -55,8 +55,7 @@ def ingest_folder(
     unmoved = [m.uid for m in listing if known.get(m.uid) in IN_INBOX]
     if unmoved:
         _move(connection, database, clock, mailbox, uidvalidity, unmoved, imap.processed_folder)
-    big = [m for m in listing if m.uid not in known or known[m.uid] not in IN_INBOX]
-    big = [m for m in big if m.size > limit]
+    big = [m for m in listing if known.get(m.uid) not in IN_INBOX and m.size > limit]
     for found in big:
         alive()
         _too_large(connection, settings, database, clock, mailbox, uidvalidity, found, known)
@@ -65,30 +64,14 @@ def ingest_folder(
     for batch in _batches(wanted):
         alive()
         raws = connection.fetch(batch)
-        taken: list[int] = []
-        with database.transaction() as session:
-            now = clock()
-            for uid in batch:
-                raw = raws.get(uid)
-                if raw is None:
-                    continue  # expunged by someone else meanwhile
-                raw = normalise_line_endings(raw)
-                envelope = _envelope(raw, settings.gateway.conduct_address)
-                result = inbox.store(
-                    session,
-                    raw=raw,
-                    envelope_sender=envelope.sender,
-                    recipients=envelope.recipients or (settings.gateway.conduct_address,),
-                    source="imap",
-                    now=now,
-                )
-                imap_state.record_committed(session, mailbox, uidvalidity, uid, dedup_key(raw), now)
-                taken.append(uid)
-                duplicates += result.duplicate
-                stored += not result.duplicate
-        if taken:
+        # Expunged by someone else meanwhile: not fetched, nothing to do.
+        fetched = [(uid, raws[uid]) for uid in batch if uid in raws]
+        new, again = _commit(database, settings, clock, mailbox, uidvalidity, fetched)
+        stored, duplicates = stored + new, duplicates + again
+        if fetched:
             on_stored()
-            _move(connection, database, clock, mailbox, uidvalidity, taken, imap.processed_folder)
+            uids = [uid for uid, _ in fetched]
+            _move(connection, database, clock, mailbox, uidvalidity, uids, imap.processed_folder)
     return Pass(uidvalidity, stored, duplicates, len(big))
 
 
@@ -103,6 +86,43 @@ def _batches(listing: list[Listed]) -> Iterator[list[int]]:
         size += message.size
     if batch:
         yield batch
+
+
+def _commit(
+    database: Database,
+    settings: Settings,
+    clock: Callable[[], datetime],
+    mailbox: str,
+    uidvalidity: int,
+    found: list[tuple[int, bytes]],
+) -> tuple[int, int]:
+    """One transaction for a fetched batch: inbox rows and their ImapSeen rows together.
+
+    Returns (new inbox rows, duplicates). Parsing happens before the transaction, so the
+    SQLite write lock is held only for the inserts.
+    """
+    conduct = settings.gateway.conduct_address
+    prepared = []
+    for uid, fetched in found:
+        raw = normalise_line_endings(fetched)
+        prepared.append((uid, raw, _envelope(raw, conduct), dedup_key(raw)))
+    new = duplicates = 0
+    with database.transaction() as session:
+        now = clock()
+        for _, raw, envelope, _ in prepared:
+            result = inbox.store(
+                session,
+                raw=raw,
+                envelope_sender=envelope.sender,
+                recipients=envelope.recipients or (conduct,),
+                source="imap",
+                now=now,
+            )
+            duplicates += result.duplicate
+            new += not result.duplicate
+        keys = [(uid, key) for uid, _, _, key in prepared]
+        imap_state.record_committed(session, mailbox, uidvalidity, keys, now)
+    return new, duplicates
 
 
 def _envelope(raw: bytes, conduct_address: str) -> RecoveredEnvelope:

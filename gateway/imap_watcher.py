@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from gateway import imap_ingest, logs
 from gateway.config import ImapSettings, Settings
-from gateway.imap_client import ImapConnection, ImapLoginFailed, connect
+from gateway.imap_client import ImapConnection, ImapError, ImapLoginFailed, connect
 from rules.retry import next_attempt
 from storage import leases
 from storage.db import Database
@@ -88,6 +88,7 @@ class ImapWatcher:
 
     async def _lead(self) -> None:
         held_until: datetime | None = None
+        first = True
         while not self._stopping.is_set():
             lease = self.settings().storage.leader_lease
             try:
@@ -97,8 +98,9 @@ class ImapWatcher:
                 held = held_until is not None and self.clock() < held_until
             else:
                 held_until = self.clock() + lease if held else None
-            if held != self.leader:
-                self.leader = held
+            if held != self.leader or first:
+                self.leader, first = held, False
+                # A follower stands by: it takes over once the leader's lease runs out.
                 logs.event(log, logging.INFO, "imap-leader" if held else "imap-follower")
             if held and self._thread is None:
                 self._start_worker()
@@ -136,9 +138,12 @@ class ImapWatcher:
         if thread is None:
             return
         self._halt.set()
-        await asyncio.to_thread(thread.join, 5)
-        if thread.is_alive() and self._connection is not None:
-            self._connection.abort()  # blocked in a command: fail it now
+        await asyncio.to_thread(thread.join, 2)
+        if thread.is_alive():
+            connection = self._connection
+            if connection is not None:
+                connection.abort()  # blocked in a command: fail it now
+            # Never two workers: wait (at most a connect timeout) for this one to end.
             await asyncio.to_thread(thread.join)
         self._thread = None
 
@@ -177,7 +182,8 @@ class ImapWatcher:
                     "imap-error",
                     host=settings.imap.host,
                     error=type(error).__name__,
-                    detail=str(error)[:200],
+                    # Only our own and socket errors: a database error can quote mail.
+                    detail=str(error)[:200] if isinstance(error, ImapError | OSError) else None,
                     attempt=self._failures,
                     exc_info=error,
                 )
@@ -265,7 +271,11 @@ class ImapWatcher:
             else:
                 poll = settings.imap.poll_interval.total_seconds()
                 logs.event(log, logging.DEBUG, "imap-polling", in_seconds=poll)
-                self._halt.wait(poll)
+                deadline = time.monotonic() + poll
+                while not self._halt.wait(min(1.0, max(deadline - time.monotonic(), 0))):
+                    if time.monotonic() >= deadline:
+                        break
+                    self._alive()  # waiting on purpose: not stuck
 
     def _alive(self) -> None:
         self._beat = time.monotonic()

@@ -16,6 +16,7 @@ from gateway.ban_cache import BanCache
 from gateway.config import Settings
 from gateway.executor import Executor, Source
 from gateway.list_gate import IncomingEnvelope
+from gateway.metrics import Metrics
 from gateway.processing import identity
 from gateway.secret import Secrets
 from handlers.effects import Effect, Outcome, SendMail
@@ -54,8 +55,10 @@ class ListService:
         secrets: Secrets,
         clock: Callable[[], datetime],
         on_mail: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics(clock)
         self.database = database
         self.bans = bans
         self.secrets = secrets
@@ -133,6 +136,7 @@ class ListService:
         )
         if settings.relay.ban_action != "reject":
             return None  # hold or discard: decided with the headers at DATA
+        self.metrics.ban_hits(["envelope"])  # hold and discard count theirs at DATA
         await self._audit_hit("envelope", ban.id, route.list_address, "reject")
         return posting_refused([route.list_address], ban.expires_at, settings.reminders.timezone)
 
@@ -167,7 +171,7 @@ class ListService:
         found = identities(raw)
         if isinstance(found, IdentityProblem):
             logs.event(log, logging.INFO, "list-post-refused", rule=found.reason)
-            return found.reply
+            return self.metrics.list_reply(found.reply)
         settings = self.settings()
         now = self.clock()
         targets = [
@@ -184,7 +188,8 @@ class ListService:
             now=now,
             zone=settings.reminders.timezone,
         )
-        await asyncio.to_thread(self._record, decision, envelope, raw, found, now)
+        if any(v.verdict is not Verdict.ACCEPT for v in decision.verdicts):
+            await asyncio.to_thread(self._record, decision, envelope, raw, found, now)
         for verdict in decision.verdicts:
             logs.event(
                 log,
@@ -197,11 +202,13 @@ class ListService:
                 identities=",".join(h.identity for h in verdict.hits) or None,
                 message_id=found.message_id,
             )
+        self.metrics.ban_hits(h.identity for v in decision.verdicts for h in v.hits)
         if decision.reply is not None:
-            return decision.reply
+            return self.metrics.list_reply(decision.reply)
         accepted = decision.with_verdict(Verdict.ACCEPT)
         if not accepted:
             held_any = decision.with_verdict(Verdict.HOLD)
+            self.metrics.list_post("held" if held_any else "discarded")
             return HELD_REPLY if held_any else DISCARDED_REPLY
         return await self._relay(settings, envelope, accepted, raw, found, now)
 
@@ -289,6 +296,16 @@ class ListService:
             envelope_recipients=[verdict.target.recipient],
             raw=raw,
             now=now,
+        )
+        logs.event(
+            log,
+            logging.INFO,
+            "post-held",
+            held=held_id,
+            list=verdict.target.list_address,
+            ban=ban.id if ban else None,
+            rule=verdict.rule,
+            message_id=found.message_id,
         )
         audience = list(settings.moderators.get(verdict.target.list_address, ()))
         if ban is not None and ban.case is not None:
@@ -382,7 +399,8 @@ class ListService:
             )
         except relay.UpstreamUnavailable as error:
             logs.event(log, logging.WARNING, "upstream-unavailable", reason=error.reason)
-            return UPSTREAM_DOWN
+            return self.metrics.list_reply(UPSTREAM_DOWN)
+        self.metrics.relayed(time.monotonic() - started)
         logs.event(
             log,
             logging.INFO,
@@ -403,7 +421,7 @@ class ListService:
             await asyncio.to_thread(
                 self._after_partial, settings, envelope, data, result, accepted, now
             )
-        return result.client_reply()
+        return self.metrics.list_reply(result.client_reply())
 
     def _after_partial(
         self,

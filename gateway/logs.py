@@ -73,3 +73,9 @@ def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter(as_json=fmt == "json"))
     root.handlers[:] = [handler]
+    # Libraries (aiosmtpd, APScheduler, SQLAlchemy) log through the root logger: the same
+    # one-line format, warnings and above only, and never a traceback (it can quote mail).
+    libraries = logging.getLogger()
+    libraries.setLevel(logging.WARNING)
+    libraries.handlers[:] = [handler]
+    logging.captureWarnings(True)

@@ -110,7 +110,8 @@ class Pipeline:
             message_id=entry.message_id,
             route=done.outcome.route,
             rule=done.outcome.rule,
-            case=done.applied.case,
+            # A command files nothing new, yet names the case it acted on.
+            case=done.applied.case or _existing(done.outcome.case),
             mails=len(done.applied.mails),
         )
         return len(done.applied.mails)
@@ -132,3 +133,7 @@ class Pipeline:
         )
         with self.database.transaction() as session:
             inbox.mark_failed(session, entry.id, now, f"{type(error).__name__}: {error}", retry_at)
+
+
+def _existing(case: int | str | None) -> int | None:
+    return case if isinstance(case, int) else None

@@ -57,7 +57,6 @@ class Scheduler:
     async def start(self) -> None:
         settings = self.settings()
         zone = settings.reminders.timezone
-        at = settings.reminders.digest_at
         lease_seconds = settings.storage.leader_lease.total_seconds()
         self._aps = AsyncIOScheduler(
             timezone=UTC,
@@ -65,7 +64,9 @@ class Scheduler:
         )
         self._aps.add_job(self._renew, IntervalTrigger(seconds=max(lease_seconds / 3, 1)))
         self._aps.add_job(self._tick, IntervalTrigger(seconds=TICK_SECONDS))
-        self._aps.add_job(self._digest, CronTrigger(hour=at.hour, minute=at.minute, timezone=zone))
+        # Not a cron trigger fixed at start: `digest_at` and `timezone` are read at each look,
+        # so a reload (SIGHUP) moves the digest without a restart.
+        self._aps.add_job(self._digest_if_due, IntervalTrigger(seconds=TICK_SECONDS))
         self._aps.add_job(
             self._daily, CronTrigger(hour=RETENTION_HOUR, minute=RETENTION_MINUTE, timezone=zone)
         )
@@ -76,7 +77,11 @@ class Scheduler:
         if self._aps is not None:
             self._aps.shutdown(wait=False)
         if self.leader:
-            await asyncio.to_thread(self._release)
+            try:
+                await asyncio.to_thread(self._release)
+            except Exception as error:
+                # The lease simply expires: another instance takes over after it.
+                logs.event(log, logging.WARNING, "lease-release-failed", error=type(error).__name__)
 
     def _release(self) -> None:
         with self.database.transaction() as session:
@@ -109,8 +114,18 @@ class Scheduler:
             if leader:
                 await self._catch_up_digest()
 
+    async def _digest_if_due(self) -> None:
+        if not self.leader:
+            return
+        try:
+            await self._catch_up_digest()
+        except Exception as error:
+            logs.event(
+                log, logging.ERROR, "digest-failed", error=type(error).__name__, exc_info=error
+            )
+
     async def _catch_up_digest(self) -> None:
-        """A digest missed while no instance ran is sent once, now."""
+        """A digest due since the last one (or missed while no instance ran) is sent now."""
         settings = self.settings()
         now = self.clock()
         due = previous_daily(now, settings.reminders.digest_at, settings.reminders.timezone)

@@ -91,6 +91,7 @@ def check_fingerprint(session: Session, found: Secrets, at: datetime) -> None:
     During a rotation the database knows the previous secret: the new one is accepted,
     recorded, and the rotation becomes an audit event.
     """
+    meta.hold(session)
     stored = meta.get(session, FINGERPRINT_KEY)
     current = secret_fingerprint(found.current)
     if stored is None or stored == current:

@@ -225,10 +225,17 @@ class OutboxSender:
             fields["retry_at"] = retry_at.isoformat()
         if event == "gave-up":
             event, fields["reason"] = "failed", "gave-up"
-        if log.isEnabledFor(logging.DEBUG):
-            # Replies can quote addresses: only at debug (SPEC section 10).
-            fields.update(recipient=mail.recipient, detail=result.detail)
         logs.event(log, level, event, **fields)
+        # The recipient, and replies that can quote addresses: only in a debug line of
+        # their own, never on the info line (SPEC section 10).
+        logs.event(
+            log,
+            logging.DEBUG,
+            "delivery-detail",
+            outbox_id=mail.id,
+            recipient=mail.recipient,
+            detail=result.detail,
+        )
 
 
 def _fields(mail: OutgoingMail, **more: Any) -> dict[str, Any]:

@@ -7,12 +7,12 @@ import logging
 import ssl
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from gateway import logs
 from gateway.config import Settings
 from gateway.list_gate import ListGate
+from gateway.metrics import Metrics
 from gateway.smtp_limits import (
     SHUTTING_DOWN_REPLY,
     TOO_MANY_CONNECTIONS_REPLY,
@@ -47,12 +47,15 @@ class SmtpIngress:
         list_gate: ListGate,
         clock: Callable[[], datetime],
         on_stored: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings_provider
-        self._transactions = Transactions(settings_provider, database, list_gate, clock, on_stored)
+        self._transactions = Transactions(
+            settings_provider, database, list_gate, clock, on_stored, metrics
+        )
         self._connections: set[GatewaySMTP] = set()
         self._server: asyncio.Server | None = None
-        self._tls_paths: tuple[Path, Path] | None = None
+        self._tls_for: Settings | None = None
         self._tls: ssl.SSLContext | None = None
         self.port: int | None = None
 
@@ -129,11 +132,12 @@ class SmtpIngress:
         return None
 
     def _tls_context(self, settings: Settings, *, strict: bool) -> ssl.SSLContext | None:
-        """The STARTTLS context, loaded again only when the configured paths change."""
+        """The STARTTLS context, loaded again for each configuration read (start, SIGHUP),
+        so that a certificate renewed in place applies after a reload."""
         certificate, key = settings.smtp.tls_certificate, settings.smtp.tls_key
         paths = None if certificate is None or key is None else (certificate, key)
-        if paths != self._tls_paths:
-            self._tls_paths = paths
+        if settings is not self._tls_for:
+            self._tls_for = settings
             try:
                 self._tls = None if paths is None else tls_context(*paths)
             except SmtpTlsError as error:

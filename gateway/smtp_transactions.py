@@ -12,7 +12,9 @@ from aiosmtpd.smtp import SMTP, Session
 
 from gateway import logs
 from gateway.config import Settings
+from gateway.inbox_writer import InboxWriter
 from gateway.list_gate import IncomingEnvelope, ListGate
+from gateway.metrics import Metrics
 from gateway.smtp_limits import SHUTTING_DOWN_REPLY, TOO_MANY_RECIPIENTS_REPLY, Transaction
 from rules.line_endings import normalise_line_endings
 from rules.message_keys import message_id
@@ -43,9 +45,12 @@ class Transactions:
         list_gate: ListGate,
         clock: Callable[[], datetime],
         on_stored: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings_provider
+        self._metrics = metrics or Metrics(clock)
         self._database = database
+        self._writer = InboxWriter(database)
         self._list_gate = list_gate
         self._clock = clock
         self._on_stored = on_stored
@@ -109,7 +114,7 @@ class Transactions:
         logs.event(log, logging.INFO, "smtp-route", peer=peer, rule=decided.rule, reply=code)
         logs.event(log, logging.DEBUG, "smtp-rcpt", peer=peer, recipient=address, rule=decided.rule)
         if reply is not None:
-            return reply
+            return self._metrics.rcpt_refused(decided, reply)
         envelope.kind = envelope.kind or transaction_kind(decided)
         envelope.routes.append(decided)
         envelope.rcpt_tos.append(address)
@@ -132,8 +137,8 @@ class Transactions:
         recipients = [r.recipient for r in envelope.routes]
         try:
             stored = await self._store(raw, _sender(envelope) or None, recipients)
-        except Exception:
-            return LOCAL_ERROR_REPLY  # logged where it happened, in _store_now
+        except Exception:  # logged where it happened, in _store_now
+            return self._metrics.kept(envelope.routes, LOCAL_ERROR_REPLY)
         logs.event(
             log,
             logging.INFO,
@@ -143,7 +148,7 @@ class Transactions:
             duplicate=stored.duplicate,
         )
         self._on_stored()  # the pipeline looks now rather than at its next poll
-        return f"250 2.0.0 Ok: queued as {stored.id}"
+        return self._metrics.kept(envelope.routes, f"250 2.0.0 Ok: queued as {stored.id}")
 
     async def _store(self, raw: bytes, sender: str | None, recipients: list[str]) -> inbox.Stored:
         now = self._clock()
@@ -160,15 +165,7 @@ class Transactions:
         self, raw: bytes, sender: str | None, recipients: list[str], now: datetime
     ) -> inbox.Stored:
         try:
-            with self._database.transaction() as session:
-                return inbox.store(
-                    session,
-                    raw=raw,
-                    envelope_sender=sender,
-                    recipients=recipients,
-                    source="smtp",
-                    now=now,
-                )
+            return self._writer.store(raw, sender, recipients, "smtp", now)
         except Exception as error:
             logs.event(
                 log,
@@ -202,7 +199,7 @@ class Transactions:
                 message_id=message_id(raw),
                 error=type(error).__name__,
             )
-            return LOCAL_ERROR_REPLY
+            return self._metrics.list_reply(LOCAL_ERROR_REPLY)
         logs.event(
             log,
             logging.INFO,

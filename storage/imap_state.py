@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -45,23 +46,40 @@ def states(session: Session, mailbox: str, uidvalidity: int, uids: Iterable[int]
 
 
 def record_committed(
-    session: Session, mailbox: str, uidvalidity: int, uid: int, dedup_key: str, now: datetime
+    session: Session,
+    mailbox: str,
+    uidvalidity: int,
+    committed: Iterable[tuple[int, str]],
+    now: datetime,
 ) -> None:
-    """In the transaction that stored the message: it is in the inbox, not yet moved."""
+    """In the transaction that stored them: these (UID, dedup key) are in the inbox, not
+    yet moved. One multi-row statement: the watcher records a whole fetched batch."""
+    rows = [
+        {
+            "mailbox": mailbox,
+            "uidvalidity": uidvalidity,
+            "uid": uid,
+            "dedup_key": key,
+            "state": COMMITTED,
+            "at": now,
+        }
+        for uid, key in committed
+    ]
+    if not rows:
+        return
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(ImapSeen).values(
-        mailbox=mailbox,
-        uidvalidity=uidvalidity,
-        uid=uid,
-        dedup_key=dedup_key,
-        state=COMMITTED,
-        at=now,
-    )
+    table = cast(Table, ImapSeen.__table__)
+    statement = insert(table)
     session.execute(
         statement.on_conflict_do_update(
-            index_elements=[ImapSeen.mailbox, ImapSeen.uidvalidity, ImapSeen.uid],
-            set_={"dedup_key": dedup_key, "state": COMMITTED, "at": now},
-        )
+            index_elements=["mailbox", "uidvalidity", "uid"],
+            set_={
+                "dedup_key": statement.excluded.dedup_key,
+                "state": statement.excluded.state,
+                "at": statement.excluded.at,
+            },
+        ),
+        rows,
     )
 
 

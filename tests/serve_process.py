@@ -8,27 +8,40 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
 class ServeProcess:
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        env: dict[str, str] | None = None,
+        interpreter: Sequence[str] = (sys.executable,),
+    ) -> None:
         self.config = config
+        self.interpreter = list(interpreter)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self._lock = threading.Lock()
 
-    def start(self, ready_timeout: float = 60) -> ServeProcess:
+    def start(self, ready_timeout: float = 60, ready: str = "event=ready") -> ServeProcess:
+        """Start and wait for the `ready` event (`'"event": "ready"'` with JSON logs)."""
+        self.launch()
+        self.wait_for_log(ready, ready_timeout)
+        return self
+
+    def launch(self) -> ServeProcess:
+        """Start it without waiting for readiness (a test watching $NOTIFY_SOCKET waits)."""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "-c", str(self.config)],
+            [*self.interpreter, "-m", "gateway", "serve", "-c", str(self.config)],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
             env=self.env,
         )
         threading.Thread(target=self._read, daemon=True).start()
-        self.wait_for_log("event=ready", ready_timeout)
         return self
 
     def _read(self) -> None:
