@@ -193,7 +193,9 @@ class ListService:
         for verdict in decision.verdicts:
             logs.event(
                 log,
-                logging.INFO,
+                # A permitted post is logged once, as `relayed`; decisions that hold,
+                # discard or refuse are events of their own.
+                logging.INFO if verdict.verdict is not Verdict.ACCEPT else logging.DEBUG,
                 "list-decision",
                 list=verdict.target.list_address,
                 verdict=verdict.verdict.value,

@@ -179,7 +179,7 @@ async def relay(
         await session.close()
     logs.event(
         log,
-        logging.INFO,
+        logging.DEBUG,  # the list relay logs `relayed` for the same post at info
         "relay-done",
         upstream=str(upstream),
         protocol=protocol,
