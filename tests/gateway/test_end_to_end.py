@@ -330,3 +330,25 @@ def test_no_contact_holds_the_accused_s_reply_to_the_reporter(
         assert running.serve.stop() == 0
         running.smarthost.stop()
         running.upstream.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_an_lmtp_refusal_is_told_to_the_moderators_never_to_the_sender(
+    tmp_path: Path, backend: str, database_url: str
+) -> None:
+    running = start(tmp_path, database_url, protocol="lmtp")
+    running.upstream.recorder.data_answers["dev@lists.example.org"] = "550 5.7.1 Not a member"
+    try:
+        refused = running.send(
+            "poster@example.net", ["dev@lists.example.org", "announce@lists.example.org"], POST
+        )
+        assert refused == {}  # 250: announce took it; dev's refusal is not a bounce
+        [notice] = running.smarthost.wait_for(lambda m: len(m) >= 1, OUTBOX_BOUND)
+        assert notice.rcpt_tos == ("carol@example.org",)
+        assert b"Not a member" in notice.data
+        time.sleep(1)
+        assert all(m.rcpt_tos != ("poster@example.net",) for m in running.smarthost.messages)
+    finally:
+        assert running.serve.stop() == 0
+        running.smarthost.stop()
+        running.upstream.stop()
