@@ -8,7 +8,6 @@ import email.message
 import email.policy
 import random
 import struct
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -334,15 +333,16 @@ def test_huge_folded_subject_is_cut_and_the_rest_is_read() -> None:
     assert message.text == "The body after a very long header.\r\n"
 
 
-def test_megabyte_subject_parses_in_bounded_time() -> None:
-    # The stdlib's header parser is quadratic: uncut, this Subject took about 30 s.
+def test_a_megabyte_subject_is_cut_to_the_header_limit() -> None:
+    # The stdlib's header parser is quadratic: uncut, this Subject took about 30 s. Tests
+    # never assert speed; the cut itself is the behaviour checked.
     folded = "\r\n ".join(["harassment report words in a long folded subject"] * 24_000)
     raw = f"From: a@example.org\r\nSubject: {folded}\r\n\r\nbody\r\n".encode()
     assert len(raw) > 1_000_000
-    started = time.monotonic()
     message = parse(raw, SENDER)
-    assert time.monotonic() - started < 5
     assert len(message.subject) == MAX_HEADER_VALUE
+    assert message.subject.startswith("harassment report words")
+    assert message.from_address == "a@example.org"
 
 
 # --- automatic mail -------------------------------------------------------------------------
