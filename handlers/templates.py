@@ -10,15 +10,17 @@ from rules.errors import GatewayError
 SIGNATURE = "-- \nThe {case_tag} team\n"  # "-- " is the signature separator (RFC 3676)
 
 # The acknowledgement follows the community's response procedure: what happens next,
-# what helps, care for the reporter, danger. It quotes nothing from the report, and
+# what helps, care for the reporter, danger. It says nothing about who received the
+# report (recused staff and reports to conduct+director@ make "everyone" false, and
+# naming who did would tell a reporter about a recusal). It quotes nothing from it, and
 # (by policy) never invites withdrawing, never asks how to handle the case and never
 # offers a say in penalties; tests/handlers/test_templates.py checks the wording.
 ACKNOWLEDGEMENT = (
     """\
 Thank you for writing to the {case_tag} team. Your report is recorded as
-case #{case} and every member of the team has received it.
+case #{case} and has been passed to the people who handle it.
 
-What happens next: a member of the team will reply to you personally. We
+What happens next: one of them will reply to you personally. We
 will look into what you described, may ask you or others for more details,
 and will tell you when we have decided what to do.
 
@@ -38,7 +40,7 @@ this message and say so.
 If you or anyone else is in immediate danger, please contact your local
 authorities or emergency services first.
 
-Replies to this message reach the {case_tag} team only.
+Replies to this message reach only the people handling your report.
 
 """
     + SIGNATURE

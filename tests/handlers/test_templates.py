@@ -49,6 +49,17 @@ def test_the_acknowledgement_says_what_the_procedure_requires() -> None:
     assert "authorities" in text
 
 
+def test_the_acknowledgement_makes_no_claim_about_who_received_the_report() -> None:
+    # False for recused staff and for reports to conduct+director@ (issue 10 item 8).
+    text = " ".join(
+        templates.render("acknowledgement", {"case_tag": "Conduct", "case": "7"}).split()
+    )
+    assert "every member" not in text.lower()
+    assert "team has received" not in text.lower()
+    assert "reach the conduct team" not in text.lower()
+    assert "passed to the people who handle it" in text
+
+
 def test_the_acknowledgement_has_no_placeholder_for_report_content() -> None:
     assert templates.fields("acknowledgement") == {"case_tag", "case"}
 
