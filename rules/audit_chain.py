@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,8 +50,24 @@ def _sha256(parts: list[object]) -> str:
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
-def verify(events: Iterable[ChainEvent]) -> ChainReport:
-    """Walk events in sequence order; name the first that was edited, inserted or deleted."""
+PURGED = "purged"
+
+
+def _edited(event: ChainEvent, purged_cases: Collection[int]) -> bool:
+    """The digest no longer matches; or the salt is blank where no purge blanked it."""
+    if event.salt is None:
+        # A purge removes salt, actor and detail together, and only of a case whose
+        # `purged` event is in the chain; a blank salt anywhere else hides an edit.
+        purged = event.case is not None and event.case in purged_cases
+        return not purged or event.actor is not None or event.detail is not None
+    return event_digest(event.salt, event.actor, event.detail) != event.digest
+
+
+def verify(events: Iterable[ChainEvent], purged_cases: Collection[int] = ()) -> ChainReport:
+    """Walk events in sequence order; name the first that was edited, inserted or deleted.
+
+    `purged_cases`: the cases with a `purged` event, whose events may have lost their salt.
+    """
     previous = GENESIS
     expected_seq = 1
     count = 0
@@ -59,10 +75,7 @@ def verify(events: Iterable[ChainEvent]) -> ChainReport:
         if event.seq != expected_seq:
             missing = "deleted" if event.seq > expected_seq else "out of order"
             return ChainReport(count, previous, f"event {expected_seq} is {missing}", expected_seq)
-        if (
-            event.salt is not None
-            and event_digest(event.salt, event.actor, event.detail) != event.digest
-        ):
+        if _edited(event, purged_cases):
             return ChainReport(count, previous, f"event {event.seq} was edited", event.seq)
         if (
             event_link(previous, event.seq, event.case, event.at, event.action, event.digest)

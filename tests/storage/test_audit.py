@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, update
 
+from rules.audit_chain import event_digest, event_link
 from storage import audit
 from storage.db import Database
 from storage.models import AuditEvent
@@ -100,7 +101,60 @@ def test_a_purged_case_still_verifies_without_people_or_details(db: Database) ->
     with db.transaction() as session:
         audit.append(session, at=NOW, action="opened", actor="x@example.net", case=2)
         audit.purge_case(session, 1)
+        audit.append(session, at=NOW, action="purged", actor=None, case=1)  # as purge does
     with db.transaction() as session:
         assert audit.verify_chain(session).problem is None
         assert all(e.actor is None and e.detail is None for e in audit.for_case(session, 1))
         assert audit.for_case(session, 2)[0].actor == "x@example.net"
+
+
+def test_an_edit_that_also_blanks_the_salt_is_named(db: Database) -> None:
+    add_events(db, 5)
+    with db.transaction() as session:
+        session.execute(
+            update(AuditEvent)
+            .where(AuditEvent.seq == 3)
+            .values(salt=None, actor="mallory@example.com", detail='{"to": "closed"}')
+        )
+    with db.transaction() as session:
+        assert audit.verify_chain(session).problem == "event 3 was edited"
+
+
+def test_a_blanked_event_of_a_case_that_was_never_purged_is_named(db: Database) -> None:
+    """A NULL salt is only how a purge leaves an event; anywhere else it hides an edit."""
+    add_events(db, 5)
+    with db.transaction() as session:
+        session.execute(
+            update(AuditEvent).where(AuditEvent.seq == 2).values(salt=None, actor=None, detail=None)
+        )
+    with db.transaction() as session:
+        assert audit.verify_chain(session).problem == "event 2 was edited"
+
+
+def test_events_appended_past_the_counter_are_named_inserted(db: Database) -> None:
+    """Rows added at the end with correctly computed links, bypassing the counter."""
+    add_events(db, 3)
+    with db.transaction() as session:
+        previous = audit.latest_link(session)
+        for seq in (4, 5):
+            salt = "ab" * 16
+            digest = event_digest(salt, "mallory@example.com", "{}")
+            link = event_link(previous, seq, 1, NOW, "status", digest)
+            session.add(
+                AuditEvent(
+                    seq=seq,
+                    at=NOW,
+                    case_number=1,
+                    actor="mallory@example.com",
+                    action="status",
+                    detail="{}",
+                    salt=salt,
+                    digest=digest,
+                    link=link,
+                )
+            )
+            previous = link
+    with db.transaction() as session:
+        report = audit.verify_chain(session)
+    assert report.problem == "event 4 is inserted"
+    assert report.bad_seq == 4
