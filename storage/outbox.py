@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from rules.addresses import AddressError, domain_of, normalise
 from storage.claims import claim
 from storage.models import OutboxEntry
 
@@ -132,17 +135,49 @@ def mark_failed(session: Session, mail_id: int, error: str) -> None:
     )
 
 
+def _same_address(address: str) -> Callable[[str], bool]:
+    """Whether a stored recipient is this address, normalised as in SPEC section 6."""
+    try:
+        wanted = normalise(address)
+    except AddressError:
+        return lambda written: written.strip().lower() == address.strip().lower()
+
+    def same(written: str) -> bool:
+        try:
+            return normalise(written) == wanted
+        except AddressError:
+            return False
+
+    return same
+
+
 def automatic_sent_since(session: Session, recipient: str, since: datetime) -> int:
-    """Automatic replies owed to one address since `since` (the RFC 3834 rate limit)."""
-    return session.execute(
-        select(func.count())
-        .select_from(OutboxEntry)
-        .where(
-            OutboxEntry.recipient == recipient,
+    """Automatic replies owed to one address since `since` (the RFC 3834 rate limit).
+
+    Counted by the normalised address, so `Rita@`, `rita@` and `rita+x@` share one limit.
+    The database narrows by domain (as written, and as A- and U-labels); Python compares the
+    normalised addresses, which SQL cannot compute (subaddresses, BATV tags, IDNA).
+    """
+    written_domain = recipient.strip().strip("<>").rpartition("@")[2].lower()
+    domains = {written_domain}
+    with contextlib.suppress(AddressError, UnicodeError):
+        ascii_domain = domain_of(recipient)
+        domains.add(ascii_domain)
+        domains.add(ascii_domain.encode("ascii").decode("idna"))  # its U-labels
+    rows = session.execute(
+        select(OutboxEntry.recipient).where(
+            or_(
+                *(
+                    func.lower(OutboxEntry.recipient).endswith(f"@{d}", autoescape=True)
+                    for d in domains
+                )
+            ),
             OutboxEntry.automatic.is_(True),
             OutboxEntry.created_at >= since,
         )
-    ).scalar_one()
+    ).scalars()
+    same = _same_address(recipient)
+    return sum(1 for written in rows if same(written))
 
 
 def count_by_state(session: Session) -> dict[str, int]:

@@ -81,3 +81,33 @@ def test_automatic_replies_are_counted_per_recipient_for_the_rate_limit(db: Data
         assert (
             outbox.automatic_sent_since(session, "r@example.net", NOW + timedelta(minutes=1)) == 2
         )
+
+
+def test_the_rate_limit_counts_one_address_however_it_is_written(db: Database) -> None:
+    # SPEC section 6 normalisation: case, subaddress, BATV tag and IDNA do not make a
+    # second address with a limit of its own.
+    written = [
+        "Rita@Example.NET",
+        "rita@example.net",
+        "rita+conduct@example.net",
+        "prvs=1234abcd=rita@example.net",
+    ]
+    with db.transaction() as session:
+        for n, recipient in enumerate(written):
+            outbox.enqueue(
+                session, mail(f"w{n}@example.org", automatic=True, recipient=recipient), NOW
+            )
+        outbox.enqueue(
+            session, mail("o1@example.org", automatic=True, recipient="fred@example.net"), NOW
+        )
+        outbox.enqueue(
+            session, mail("o2@example.org", automatic=True, recipient="rita@example.com"), NOW
+        )
+        outbox.enqueue(
+            session, mail("i1@example.org", automatic=True, recipient="u@bücher.example"), NOW
+        )
+    with db.transaction() as session:
+        assert outbox.automatic_sent_since(session, "RITA@example.net", NOW) == 4
+        assert outbox.automatic_sent_since(session, "rita@EXAMPLE.net", NOW) == 4
+        assert outbox.automatic_sent_since(session, "u@xn--bcher-kva.example", NOW) == 1
+        assert outbox.automatic_sent_since(session, "U@Bücher.example", NOW) == 1
