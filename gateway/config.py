@@ -218,6 +218,8 @@ SCHEMA: dict[str, dict[str, str | None]] = {
     "logging": {"level": "info", "format": "text"},
 }
 FREE_FORM_SECTIONS = {"moderators"}
+# A name no section header can spell (headers end at the line's end).
+_NO_DEFAULT_SECTION = "\n"
 
 
 def resolve_path(option: str | None, environ: Mapping[str, str]) -> Path:
@@ -238,6 +240,9 @@ def load(path: Path) -> Settings:
         interpolation=None,
         strict=True,
         empty_lines_in_values=False,
+        # configparser spreads a [DEFAULT] section's keys into every section, so an error
+        # would name the wrong one; with no default section it is refused by its name.
+        default_section=_NO_DEFAULT_SECTION,
     )
     try:
         with path.open(encoding="utf-8") as handle:
@@ -265,6 +270,12 @@ class _Reader:
     def _check_names(self) -> None:
         known = set(SCHEMA) | FREE_FORM_SECTIONS
         for section in self.parser.sections():
+            if section.upper() == "DEFAULT":
+                raise ConfigError(
+                    self.path,
+                    "is not supported: give each key in its own section",
+                    section,
+                )
             if section not in known:
                 raise ConfigError(self.path, "unknown section" + _hint(section, known), section)
             if section in FREE_FORM_SECTIONS:
@@ -288,8 +299,9 @@ class _Reader:
         try:
             return parse(value)
         except ValueProblem as problem:
+            # The value is quoted masked: a storage URL may carry the database password.
             raise ConfigError(
-                self.path, f"{value!r}: expected {problem.expected}", section, key
+                self.path, f"{v.mask_password(value)!r}: expected {problem.expected}", section, key
             ) from None
 
     def settings(self) -> Settings:

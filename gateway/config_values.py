@@ -19,9 +19,10 @@ from rules.durations import (
     parse_duration,
     parse_size,
 )
+from rules.errors import GatewayError
 
 
-class ValueProblem(Exception):
+class ValueProblem(GatewayError):
     """A value that does not parse; `expected` says what would."""
 
     def __init__(self, expected: str) -> None:
@@ -220,11 +221,33 @@ def case_tag(text: str) -> str:
     return value
 
 
+# `scheme://user:password@host`: what SQLAlchemy cannot parse may still carry a password.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)\S*(?=@[^@\s]*(?:\s|$))")
+
+
+def mask_password(text: str) -> str:
+    """`text` with the password of a URL in it replaced by `***` (SPEC 10: no secret in logs).
+
+    Errors quote the value they refuse, and a storage URL's password must not reach
+    stderr or the journal with it. The pattern masks up to the last `@` (an unencoded
+    `@` in a password would otherwise leave its tail); SQLAlchemy's parser catches
+    whatever else it would read as a password.
+    """
+    masked = _URL_PASSWORD.sub(r"\g<head>***", text)
+    try:
+        url = make_url(masked.strip())
+    except (ArgumentError, ValueError):
+        return masked
+    if url.password is not None and url.password != "***":  # noqa: S105 (the mask itself)
+        return url.render_as_string(hide_password=True)
+    return masked
+
+
 def storage_url(text: str) -> str:
     expected = "an SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB"
     try:
         url = make_url(text.strip())
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ValueProblem(expected) from None
     if url.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
         raise ValueProblem(expected)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import time, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from gateway import config
 from gateway.config import ConfigError
-from gateway.config_values import HostPort
+from gateway.config_values import HostPort, ValueProblem
+from rules.errors import GatewayError
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = """[gateway]
@@ -37,23 +41,98 @@ def test_the_example_file_loads_as_is() -> None:
     assert settings.storage.url == f"sqlite:///{ROOT / 'var' / 'gateway.db'}"
 
 
-def test_every_left_out_key_takes_its_default(tmp_path: Path) -> None:
-    settings = load_with(tmp_path, "")
-    assert settings.gateway.postmaster == "alice@example.org"
-    assert settings.gateway.local_domains == ("example.org",)
-    assert settings.gateway.case_tag == "Conduct"
-    assert settings.relay.upstream_protocol == "lmtp"
-    assert settings.relay.lists == ()
-    assert settings.moderators == {}
-    assert settings.smtp.max_message_size == 25 * 1024 * 1024
-    assert settings.smtp.timeout == timedelta(minutes=5)
-    assert settings.reminders.acknowledge_within == timedelta(hours=24)
-    assert settings.reminders.digest_at == time(9, 0)
-    assert settings.retention.resolved == timedelta(weeks=60)
-    assert settings.require_dkim is True
-    assert settings.imap.enabled is False
-    assert settings.policy_listen is None
-    assert settings.smtp.hostname
+# SPEC section 8, key by key: the value each left-out key takes (a minimal file gives only
+# the three required keys). `hostname` is this host's FQDN, checked on its own below.
+DEFAULTS: list[tuple[str, str, Any]] = [
+    ("gateway", "postmaster", "alice@example.org"),
+    ("gateway", "case_tag", "Conduct"),
+    ("gateway", "local_domains", ("example.org",)),
+    ("gateway", "secret_file", Path("/var/lib/conduct-gateway/secret")),
+    ("gateway", "previous_secret_file", None),
+    ("smtp", "listen", HostPort("127.0.0.1", 2525)),
+    ("smtp", "max_message_size", 25 * 1024 * 1024),
+    ("smtp", "max_connections", 100),
+    ("smtp", "max_recipients", 100),
+    ("smtp", "timeout", timedelta(minutes=5)),
+    ("smtp", "tls_certificate", None),
+    ("smtp", "tls_key", None),
+    ("relay", "upstream", HostPort("127.0.0.1", 8024)),
+    ("relay", "upstream_protocol", "lmtp"),
+    ("relay", "lists", ()),
+    ("relay", "list_domains", ()),
+    ("relay", "ban_action", "reject"),
+    ("relay", "hold_days", 14),
+    ("outbound", "smarthost", HostPort("127.0.0.1", 25)),
+    ("outbound", "maildir", None),
+    ("outbound", "tls", "opportunistic"),
+    ("outbound", "username", None),
+    ("outbound", "password_file", None),
+    ("outbound", "retry_after", timedelta(minutes=1)),
+    ("imap", "enabled", False),
+    ("imap", "host", None),
+    ("imap", "port", 993),
+    ("imap", "security", "ssl"),
+    ("imap", "username", None),
+    ("imap", "password_file", None),
+    ("imap", "folder", "INBOX"),
+    ("imap", "processed_folder", "Processed"),
+    ("imap", "poll_interval", timedelta(seconds=60)),
+    ("storage", "url", "sqlite:////var/lib/conduct-gateway/gateway.db"),
+    ("storage", "leader_lease", timedelta(seconds=30)),
+    ("reminders", "acknowledge_within", timedelta(hours=24)),
+    ("reminders", "urgent_repeat", timedelta(hours=1)),
+    ("reminders", "escalate_within", timedelta(hours=72)),
+    ("reminders", "follow_up_after", timedelta(days=7)),
+    ("reminders", "digest_at", time(9, 0)),
+    ("reminders", "timezone", ZoneInfo("UTC")),
+    ("policy", "listen", None),
+    ("auth", "require_dkim", True),
+    ("retention", "no_violation", timedelta(0)),
+    ("retention", "resolved", timedelta(weeks=60)),
+    ("retention", "flagged", timedelta(weeks=112)),
+    ("retention", "banned_extra", timedelta(weeks=112)),
+    ("metrics", "listen", None),
+    ("logging", "level", "info"),
+    ("logging", "format", "text"),
+    ("moderators", "*", {}),
+]
+# Settings fields that are not a section's dataclass field of the same name.
+_FLAT = {
+    ("policy", "listen"): "policy_listen",
+    ("auth", "require_dkim"): "require_dkim",
+    ("metrics", "listen"): "metrics_listen",
+    ("logging", "level"): "log_level",
+    ("logging", "format"): "log_format",
+    ("moderators", "*"): "moderators",
+}
+
+
+def setting(settings: config.Settings, section: str, key: str) -> Any:
+    if (section, key) in _FLAT:
+        return getattr(settings, _FLAT[section, key])
+    return getattr(getattr(settings, section), key)
+
+
+@pytest.mark.parametrize(("section", "key", "default"), DEFAULTS)
+def test_every_left_out_key_takes_its_spec_default(
+    tmp_path: Path, section: str, key: str, default: Any
+) -> None:
+    assert setting(load_with(tmp_path, ""), section, key) == default
+
+
+def test_the_defaults_table_covers_every_key_of_the_schema() -> None:
+    listed = {(section, key) for section, key, _ in DEFAULTS} | {("smtp", "hostname")}
+    required = {
+        ("gateway", "conduct_address"),
+        ("gateway", "staff"),
+        ("gateway", "executive_director"),
+    }
+    schema = {(section, key) for section, keys in config.SCHEMA.items() for key in keys}
+    assert schema - required <= listed
+
+
+def test_the_smtp_hostname_defaults_to_this_hosts_fqdn(tmp_path: Path) -> None:
+    assert load_with(tmp_path, "").smtp.hostname == socket.getfqdn()
 
 
 def test_staff_with_display_names_are_parsed(tmp_path: Path) -> None:
@@ -102,6 +181,20 @@ def test_inline_comments_after_whitespace_are_ignored(tmp_path: Path) -> None:
         ("retention", "resolved", "60 weeks", "a duration"),
         ("logging", "level", "loud", "one of debug, info, warning, error"),
         ("logging", "format", "xml", "one of text, json"),
+        ("smtp", "max_recipients", "0", "a whole number greater than 0"),
+        ("smtp", "max_connections", "many", "a whole number greater than 0"),
+        ("smtp", "timeout", "forever", "a duration"),
+        ("relay", "hold_days", "two weeks", "a whole number greater than 0"),
+        ("relay", "upstream", "lists.example.org", "HOST:PORT"),
+        ("outbound", "retry_after", "1 minute", "a duration"),
+        ("imap", "security", "tls", "one of ssl, starttls, none"),
+        ("imap", "poll_interval", "often", "a duration"),
+        ("reminders", "escalate_within", "3 days", "a duration"),
+        ("reminders", "follow_up_after", "-7d", "a duration"),
+        ("storage", "leader_lease", "30", "a duration"),
+        ("policy", "listen", "10040", "HOST:PORT"),
+        ("metrics", "listen", "127.0.0.1", "HOST:PORT"),
+        ("retention", "banned_extra", "ever", "a duration"),
     ],
 )
 def test_a_bad_value_names_file_section_key_value_and_expectation(
@@ -212,3 +305,41 @@ def test_the_path_comes_from_the_option_then_the_environment_then_etc() -> None:
 def test_idna_domains_are_stored_as_a_labels(tmp_path: Path) -> None:
     settings = load_with(tmp_path, "[relay]\nlists = dev@bücher.example\n")
     assert settings.relay.lists == ("dev@xn--bcher-kva.example",)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://gw:hunter2@db.example.org/gw",  # no driver: refused by the parser
+        "mysql+pymysql://gw:hunter2@db.example.org/gw",
+        "postgresql+psycopg://gw:hun@ter2@db.example.org:port/gw",  # unparsable port
+        "no scheme here://gw:hunter2@db.example.org/gw",
+    ],
+)
+def test_a_refused_storage_url_is_quoted_without_its_password(tmp_path: Path, url: str) -> None:
+    """SPEC section 10: never a secret in logs; start-up errors go to stderr (the journal)."""
+    with pytest.raises(ConfigError) as raised:
+        load_with(tmp_path, f"[storage]\nurl = {url}\n")
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'gateway.ini'}: [storage] url: ")
+    assert "hunter2" not in message
+    assert "ter2" not in message
+    assert "gw:***@" in message
+
+
+def test_a_default_section_is_refused_by_its_name(tmp_path: Path) -> None:
+    """configparser would spread its keys into every section and blame [gateway]."""
+    path = write(tmp_path, "[DEFAULT]\ntimeout = 1m\n" + REQUIRED)
+    with pytest.raises(ConfigError) as raised:
+        config.load(path)
+    assert str(raised.value).startswith(f"{path}: [DEFAULT]: is not supported")
+
+
+def test_an_empty_default_section_is_refused_too(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[DEFAULT\]: is not supported"):
+        config.load(write(tmp_path, REQUIRED + "[DEFAULT]\n"))
+
+
+def test_a_value_problem_is_a_gateway_error() -> None:
+    """One exception base for the project (STYLE.md)."""
+    assert issubclass(ValueProblem, GatewayError)
