@@ -15,7 +15,7 @@ from gateway.cli_common import (
     load_settings,
     run_action,
 )
-from gateway.config import ConfigError
+from gateway.config import ConfigError, Settings
 from rules.errors import GatewayError
 
 
@@ -37,12 +37,18 @@ def main() -> None:
 def serve(ctx: click.Context) -> None:
     """Run everything configured until SIGTERM or SIGINT (then drain and exit 0)."""
     from gateway import daemon
+    from gateway.secret import SecretError
+    from gateway.smtp_limits import SmtpTlsError
 
-    settings = load_settings(ctx)
+    settings = _load_with_files(ctx)
     try:
         daemon.run(settings)
+    except (ConfigError, SecretError, SmtpTlsError) as error:
+        # A secret that does not match the database, like a certificate that does not
+        # load, is a configuration problem: exit 2 (SPEC section 9), as a missing one.
+        fail(str(error), EXIT_USAGE)
     except GatewayError as error:
-        fail(str(error), EXIT_USAGE if isinstance(error, ConfigError) else EXIT_CHECK_FAILED)
+        fail(str(error), EXIT_CHECK_FAILED)
 
 
 @main.command("check-config")
@@ -52,7 +58,19 @@ def check_config(ctx: click.Context) -> None:
     """Validate the configuration and print it in effect, secrets masked."""
     from gateway.config_render import render
 
-    click.echo(render(load_settings(ctx)), nl=False)
+    click.echo(render(_load_with_files(ctx)), nl=False)
+
+
+def _load_with_files(ctx: click.Context) -> Settings:
+    """The settings, with every file they name checked as `serve` will read it; else exit 2."""
+    from gateway import config_files
+
+    settings = load_settings(ctx)
+    try:
+        config_files.check(settings)
+    except ConfigError as error:
+        fail(str(error), EXIT_USAGE)
+    return settings
 
 
 @main.group()

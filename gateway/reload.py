@@ -14,10 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway import config, logs
+from gateway import config, config_files, logs
 from gateway.config import ConfigError, Settings
 from gateway.settings_holder import SettingsHolder
-from gateway.smtp_limits import SmtpTlsError, tls_context
 
 log = logs.get("reload")
 
@@ -103,14 +102,9 @@ def keep_restart_only(running: Settings, loaded: Settings) -> tuple[Settings, li
 
 
 def load_checked(path: Path) -> Settings:
-    """What start-up checks of the file before it serves: the file, then the TLS pair."""
+    """What start-up checks before it serves: the file, then the files it names."""
     settings = config.load(path)
-    smtp = settings.smtp
-    if smtp.tls_certificate is not None and smtp.tls_key is not None:
-        try:
-            tls_context(smtp.tls_certificate, smtp.tls_key)
-        except SmtpTlsError as error:
-            raise ConfigError(path, str(error)) from None
+    config_files.check(settings)
     return settings
 
 

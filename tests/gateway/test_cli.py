@@ -106,8 +106,10 @@ def test_a_bad_value_exits_2_naming_file_section_and_key(tmp_path: Path) -> None
 
 def test_check_config_masks_the_database_password(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, url="postgresql+psycopg://gw:hunter2@db.example.org/gw")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "secret").write_bytes(os.urandom(32))  # shared: never created
     result = CliRunner().invoke(main, ["check-config", "-c", str(cfg)])
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
     assert "hunter2" not in result.output
     assert "postgresql+psycopg://gw:***@db.example.org/gw" in result.output
 
@@ -148,7 +150,7 @@ def test_serve_starts_and_a_stop_signal_exits_0(tmp_path: Path, signum: int) -> 
     assert len(secret.read_bytes()) == 32
 
 
-def test_serve_refuses_a_secret_the_database_does_not_know(tmp_path: Path) -> None:
+def test_serve_refuses_a_secret_the_database_does_not_know_with_exit_2(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     process = start_serve(cfg)
     wait_for_line(process, "event=ready")
@@ -158,7 +160,7 @@ def test_serve_refuses_a_secret_the_database_does_not_know(tmp_path: Path) -> No
     result = subprocess.run(
         [*EXE, "serve", "-c", str(cfg)], capture_output=True, text=True, check=False, timeout=60
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a configuration error (SPEC section 9), not a failed check
     assert "does not match" in result.stderr
 
 

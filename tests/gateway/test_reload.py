@@ -155,3 +155,24 @@ def test_restart_only_keys_keep_their_running_value(tmp_path: Path) -> None:
     assert applied.imap == running.imap
     assert applied.relay.lists[-1] == "new@lists.example.org"
     assert changed_keys(running, applied) == [("relay", "lists"), ("reminders", "urgent_repeat")]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_refused_reload_never_logs_the_database_password(running: Running) -> None:
+    """SPEC section 10: never a secret in logs, not even in the refusal of a bad URL."""
+    url = next(line for line in running.config.read_text().splitlines() if line.startswith("url"))
+    rewrite(running, url, "url = postgresql://gw:hunter2@db.example.org/gw")
+    line = hup_and_wait(running, "event=config-reload-refused")
+    assert "section=storage key=url" in line
+    assert "gw:***@db.example.org" in line
+    assert "hunter2" not in running.serve.log
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_reload_naming_a_missing_password_file_is_refused(running: Running) -> None:
+    """Issue 2: the files a configuration names are checked on SIGHUP as at start-up."""
+    rewrite(running, "[outbound]\n", "[outbound]\nusername = gw\npassword_file = absent\n")
+    line = hup_and_wait(running, "event=config-reload-refused")
+    assert "section=outbound key=password_file" in line
+    assert "cannot read" in line
+    assert running.send("poster@example.net", ["dev@lists.example.org"], post(1, "dev")) == {}
