@@ -107,8 +107,10 @@ def _outgoing(
         targets = state.with_role("accused")
         if not targets:
             raise Refused("no accused recorded: use #accused ADDRESS first")
-        if state.anonymous and _names_reporter(text, state.case):
-            raise Refused("the case is anonymous and the text names the reporter")
+    # Anonymity holds whichever command reaches the accused (#to as much as #notify-accused).
+    reaches_accused = any(state.roles.get(target) == "accused" for target in targets)
+    if reaches_accused and state.anonymous and _names_reporter(text, state.case):
+        raise Refused("the case is anonymous and the text names the reporter")
     effects: list[Effect] = []
     written = {p.address: p.written for p in state.case.participants}
     for target in targets:

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from rules import command_types as ct
 from rules import command_words as cw
+from rules.addresses import AddressError, normalise
 from rules.errors import GatewayError
 
 COMMAND_NAMES: tuple[str, ...] = tuple(name.value for name in ct.CommandName)
@@ -152,9 +153,20 @@ def _switch(words: cw.Words) -> bool:
     return False
 
 
+def _normalised(written: str) -> str:
+    """As participants, staff and bans are compared (SPEC section 6): a subaddress, BATV
+    tag or Unicode domain must not get an address past a staff or recipient check."""
+    try:
+        return normalise(written)
+    except AddressError as error:
+        raise cw.BadArgument(
+            f"{written!r} is not an address local@domain ({error.reason})"
+        ) from None
+
+
 def _addressed(words: cw.Words) -> tuple[str, str]:
     written = cw.address(words.require("an address"))
-    return written.lower(), written
+    return _normalised(written), written
 
 
 def _no_arguments(build: Callable[[], ct.Command]) -> Callable[[cw.Words, _Context], ct.Command]:
@@ -174,7 +186,7 @@ def _status(words: cw.Words, _context: _Context) -> ct.Command:
 def _assign(words: cw.Words, context: _Context) -> ct.Command:
     word = words.require("an address or me")
     words.finish()
-    return ct.Assign(context.sender if word.lower() == "me" else cw.address(word).lower())
+    return ct.Assign(context.sender if word.lower() == "me" else _normalised(cw.address(word)))
 
 
 def _participant(words: cw.Words, _context: _Context) -> ct.Command:

@@ -394,3 +394,49 @@ def test_with_dkim_required_a_signature_by_another_domain_does_not_count(
 def test_with_dkim_required_l_shorter_than_the_body_does_not_count(strict: Gateway) -> None:
     signed_command(strict, "Thanks.\r\n", length=True, appended="#status resolved\r\n")
     assert case(strict).status == "new"
+
+
+@pytest.mark.parametrize(
+    "address", ["alice+x@example.org", "prvs=0123abcd=alice@Example.ORG", "ED+cc@example.org"]
+)
+def test_accused_given_with_a_tag_is_still_recognised_as_staff(gw: Gateway, address: str) -> None:
+    command(gw, f"#accused {address}\r\n")
+    with gw.database.transaction() as session:
+        roles = [p.role for p in session.execute(select(Participant)).scalars()]
+    assert "accused" not in roles
+    assert "is staff or the gateway itself" in last_result(gw)
+
+
+def test_to_the_accused_is_refused_while_anonymous_if_it_names_the_reporter(gw: Gateway) -> None:
+    command(gw, "#accused mallory@example.com\r\n")
+    command(gw, "#to mallory@example.com\r\nRita (rita@example.net) reported you.\r\n")
+    assert mails(gw, "reply") == []
+    assert "anonymous" in last_result(gw)
+    command(gw, "#to mallory@example.com\r\nA report was made about your conduct.\r\n")
+    assert [m.recipient for m in mails(gw, "reply")] == ["mallory@example.com"]
+
+
+def test_to_a_witness_sends_the_text_and_the_witness_s_reply_joins_the_case(gw: Gateway) -> None:
+    command(gw, "#participant Wendy+conduct@example.net witness\r\n")
+    command(gw, "#to wendy@example.net\r\nCould you tell us what you saw?\r\n")
+    [reply] = mails(gw, "reply")
+    assert reply.recipient == "Wendy+conduct@example.net"  # where the witness asked mail to go
+    assert "Could you tell us what you saw?" in body_of(reply)
+    message = email.message_from_bytes(reply.raw or b"", policy=email.policy.default)
+    reply_to = str(message["Reply-To"])
+    assert reply_to == signed(gw, 1, "wendy@example.net")
+    answer = (
+        f"From: Wendy <wendy@example.net>\r\nTo: {reply_to}\r\nSubject: Re: hello\r\n"
+        "Message-ID: <wendy1@example.net>\r\n\r\nI saw it happen.\r\n"
+    ).encode()
+    store(gw, answer, "wendy@example.net", (reply_to,))
+    run(gw)
+    assert len(cases_of(gw)) == 1
+    copies = [m for m in mails(gw, "copy") if b"I saw it happen." in (m.raw or b"")]
+    assert sorted(m.recipient for m in copies) == ["alice@example.org", "bob@example.org"]
+    assert b"from the witness" in (copies[0].raw or b"")
+
+
+def cases_of(gw: Gateway) -> list[Case]:
+    with gw.database.transaction() as session:
+        return list(session.execute(select(Case)).scalars())

@@ -386,3 +386,32 @@ def test_a_huge_command_block_gets_its_error_at_the_right_line() -> None:
     block = "#urgent\n" * 50_000 + "#ban x@example.com " + "'a' " * 50_000 + "\n"
     error = refused(block)
     assert error.line == 50_001
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("#accused Alice+x@Example.ORG", Accused("alice@example.org", "Alice+x@Example.ORG")),
+        (
+            "#to prvs=1234abcd=wit@example.org",
+            To("wit@example.org", "prvs=1234abcd=wit@example.org"),
+        ),
+        (
+            "#participant tess@Bücher.example target",
+            Participant(
+                "tess@xn--bcher-kva.example", "tess@Bücher.example", ParticipantRole.TARGET
+            ),
+        ),
+        ("#assign Bob+conduct@example.org", Assign("bob@example.org")),
+        ("#on-behalf r+x@example.net", OnBehalf("r@example.net", "r+x@example.net")),
+    ],
+)
+def test_addresses_are_normalised_like_participants_and_bans(line: str, expected: Command) -> None:
+    """SPEC section 6: subaddress and BATV tags removed, IDNA A-labels, lower case; the
+    written spelling is kept only as where mail goes."""
+    text = f"{line}\ntext" if line.startswith("#to") else line
+    assert ok(text).commands[0] == expected
+
+
+def test_an_address_that_does_not_normalise_is_refused() -> None:
+    assert "not an address" in refused("#accused mallory@bad..example").reason
