@@ -118,9 +118,8 @@ def parse(raw: bytes, envelope_sender: str | None) -> ParsedMessage:
         report_type=_report_type(headers),
         subject=subject,
     )
-    header_text = " ".join(
-        filter(None, (_value(headers, n) for n in ("From", "To", "Cc", "Subject")))
-    )
+    # Not From: a reporter's own name or address never names a staff member (issue 10).
+    header_text = " ".join(filter(None, (_value(headers, n) for n in ("To", "Cc", "Subject"))))
     return ParsedMessage(
         message_id=_message_id(headers),
         from_name=name,

@@ -27,7 +27,7 @@ class ParsedMessage:
     date: datetime | None
     references: tuple[str, ...]  # In-Reply-To, then References nearest first
     to_cc: tuple[str, ...]  # normalised
-    header_text: str  # decoded From/To/Cc/Subject, for finding names
+    header_text: str  # decoded To/Cc/Subject (not From), for finding names
     text: str  # plain text; HTML-only mail rendered as text
     html_only: bool
     attachments: tuple[Attachment, ...]

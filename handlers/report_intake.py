@@ -19,7 +19,7 @@ from handlers.effects import (
 )
 from handlers.message import ParsedMessage
 from handlers.snapshot import Person, Snapshot
-from rules import loops
+from rules import loops, naming
 from rules.urgency import urgency_signals
 
 RATE_LIMIT = loops.RATE_LIMIT_PER_HOUR
@@ -36,13 +36,18 @@ class Intake:
 
 
 def named_people(message: ParsedMessage, people: Iterable[Person]) -> tuple[Person, ...]:
-    """People the report names by address, or by the full display name in the configuration."""
-    haystack = f"{message.header_text}\n{message.subject}\n{message.text}".casefold()
+    """People the report names by address, or by the full display name in the configuration.
+
+    Whole addresses only, normalised as in SPEC section 6 (`fred@` does not name `ed@`),
+    and names on word boundaries. The reporter's own From names someone only when it is
+    their address: a staff member's own report recuses them from it.
+    """
+    haystack = f"{message.header_text}\n{message.subject}\n{message.text}"
+    addresses = naming.addresses_in(haystack) | set(message.to_cc)
     found = []
     for person in people:
-        by_address = person.address.casefold() in haystack
-        by_name = bool(person.name) and " " in person.name and person.name.casefold() in haystack
-        if by_address or by_name:
+        by_address = person.address in addresses or person.address == message.from_address
+        if by_address or naming.names(haystack, person.name):
             found.append(person)
     return tuple(found)
 

@@ -38,7 +38,7 @@ def message(
         date=None,
         references=references,
         to_cc=(),
-        header_text=header_text or f"{name} <{sender}> conduct@example.org {subject}",
+        header_text=header_text or f"conduct@example.org {subject}",
         text=text,
         html_only=False,
         attachments=(),

@@ -1,0 +1,109 @@
+"""Reports about staff: who a report names, by whole address or full name (SPEC section 5)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.parsing import parse
+from handlers.dispatch import Addressing, Incoming, handle
+from handlers.effects import AddParticipant, Outcome, SendMail
+from handlers.report_intake import named_people
+from rules.naming import addresses_in, names
+from tests.handlers.builders import ALICE, BOB, ERIN, NOW, message, snapshot
+
+EVERYONE = (ALICE, BOB, ERIN)
+
+
+def named(**kwargs: object) -> set[str]:
+    return {p.address for p in named_people(message(**kwargs), EVERYONE)}  # type: ignore[arg-type]
+
+
+def run_raw(raw: bytes, sender: str) -> Outcome:
+    parsed = parse(raw, sender)
+    return handle(Incoming(parsed, Addressing(None, (), None, NOW), snapshot(), NOW))
+
+
+def recused(outcome: Outcome) -> set[str]:
+    return {e.address for e in outcome.effects if isinstance(e, AddParticipant) and e.recused}
+
+
+def copies(outcome: Outcome) -> set[str]:
+    return {e.recipient for e in outcome.effects if isinstance(e, SendMail) and e.kind == "copy"}
+
+
+def test_a_reporter_writing_from_fred_does_not_name_the_director_ed() -> None:
+    raw = (
+        b"From: Fred Bloggs <fred@example.org>\r\nTo: conduct@example.org\r\n"
+        b"Subject: Rude comments\r\nMessage-ID: <fred1@example.org>\r\n\r\n"
+        b"Someone was rude. Write to me at fred@example.org.\r\n"
+    )
+    outcome = run_raw(raw, "fred@example.org")
+    assert recused(outcome) == set()
+    assert copies(outcome) == {"alice@example.org", "bob@example.org"}
+
+
+def test_jimbob_is_not_bob() -> None:
+    assert named(text="It was jimbob@example.org who did it.") == set()
+    assert named(text="Mail bob@example.org.evil.example about it.") == set()
+
+
+def test_an_address_inside_a_longer_local_part_is_not_the_address() -> None:
+    long_local = "x" * 70 + "bob"
+    assert named(text=f"See {long_local}@example.org") == set()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "It was bob@example.org who did it.",
+        "It was <BOB@Example.ORG>.",
+        "mailto:bob+private@example.org said so",
+        "(bob@example.org)",
+        "bob@example.org.",
+    ],
+)
+def test_a_staff_address_in_the_text_names_them(text: str) -> None:
+    assert named(text=text) == {"bob@example.org"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Alice Example shouted at me.", "ALICE EXAMPLE shouted", "it was Alice\n  Example, again"],
+)
+def test_a_full_display_name_names_them_case_insensitively(text: str) -> None:
+    assert named(text=text) == {"alice@example.org"}
+
+
+def test_a_name_only_counts_on_word_boundaries() -> None:
+    assert named(text="The Erin Directorate met; Malice Example is a game.") == set()
+    assert named(subject="About Erin Director") == {"ed@example.org"}
+    assert not names("bob said", "")  # a single word or no name names no one
+
+
+def test_a_staff_address_in_cc_names_them() -> None:
+    raw = (
+        b"From: Rita <rita@example.net>\r\nTo: conduct@example.org\r\n"
+        b"Cc: Someone <Alice+home@Example.org>\r\nSubject: A report\r\n"
+        b"Message-ID: <cc1@example.net>\r\n\r\nSomething happened.\r\n"
+    )
+    outcome = run_raw(raw, "rita@example.net")
+    assert recused(outcome) == {"alice@example.org"}
+    assert "alice@example.org" not in copies(outcome)
+
+
+def test_the_reporter_s_own_name_names_no_one_unless_their_address_is_staff() -> None:
+    raw = (
+        b"From: Alice Example <alice.fan@example.net>\r\nTo: conduct@example.org\r\n"
+        b"Subject: A report\r\nMessage-ID: <fan1@example.net>\r\n\r\nSomething happened.\r\n"
+    )
+    assert recused(run_raw(raw, "alice.fan@example.net")) == set()
+    staff_own = raw.replace(b"alice.fan@example.net", b"alice@example.org")
+    own = run_raw(staff_own, "alice@example.org")
+    # A staff member's own report: they are its reporter, and get no staff copy of it.
+    assert copies(own) == {"bob@example.org", "ed@example.org"}
+    assert named(sender="alice@example.org", text="Something happened.") == {"alice@example.org"}
+
+
+def test_addresses_are_found_however_many_word_characters_surround_them() -> None:
+    text = "a" * 200_000 + " bob@example.org " + "@" * 1000 + "b" * 200_000
+    assert addresses_in(text) == {"bob@example.org"}
