@@ -19,6 +19,7 @@ from handlers.effects import (
     Origin,
     SetRecused,
 )
+from rules.bans import Ban
 from rules.errors import GatewayError
 from rules.retention import extended
 from storage import audit, bans, held
@@ -61,20 +62,30 @@ def add_ban(session: Session, effect: AddBan, case: int | None, now: datetime) -
     )
 
 
-def lift_ban(session: Session, effect: LiftBan, now: datetime) -> None:
+def _bans_to_lift(session: Session, effect: LiftBan, now: datetime) -> list[Ban]:
     if effect.ban_id is not None:
         record = bans.get(session, effect.ban_id)
-        ban = record.ban if record is not None and record.active(now) else None
-    else:
-        assert effect.pattern is not None
-        ban = bans.find_active(
-            session, bans.stored_pattern(effect.pattern), effect.list_address, now
-        )
-    if ban is None:
+        return [record.ban] if record is not None and record.active(now) else []
+    assert effect.pattern is not None
+    pattern = bans.stored_pattern(effect.pattern)
+    if effect.list_address is None and effect.allowed_lists is not None:
+        # A moderator's #unban without list= means their own lists, as their #ban does.
+        found = (bans.find_active(session, pattern, lst, now) for lst in effect.allowed_lists)
+        return [ban for ban in found if ban is not None]
+    ban = bans.find_active(session, pattern, effect.list_address, now)
+    return [] if ban is None else [ban]
+
+
+def lift_ban(session: Session, effect: LiftBan, now: datetime) -> None:
+    found = _bans_to_lift(session, effect, now)
+    if not found:
         raise EffectRefused(effect.origin, "no such ban in force")
-    if effect.allowed_lists is not None and ban.list not in effect.allowed_lists:
+    if effect.allowed_lists is not None and any(
+        ban.list not in effect.allowed_lists for ban in found
+    ):
         raise EffectRefused(effect.origin, "that ban is not on a list you moderate")
-    bans.lift(session, ban.id, effect.by, now)
+    for ban in found:
+        bans.lift(session, ban.id, effect.by, now)
 
 
 def add_sanction(session: Session, effect: AddSanction, case: int, now: datetime) -> None:

@@ -12,7 +12,7 @@ from gateway.config import Settings
 from gateway.executor import Applied, Executor, MailIdentity, Source
 from gateway.executor_commands import EffectRefused
 from gateway.secret import Secrets
-from handlers import staff_commands
+from handlers import moderation, staff_commands
 from handlers.dispatch import Incoming, handle
 from handlers.effects import Outcome
 from handlers.imports import as_imported
@@ -83,15 +83,15 @@ def answer_refusal(
 ) -> Processed:
     """In a fresh transaction: nothing of the commands, only the refusal and its result mail."""
     incoming = refused.incoming
-    case = incoming.snapshot.cases.get(refused.outcome.case)  # type: ignore[arg-type]
-    assert case is not None
     origin = refused.refusal.origin
-    outcome = staff_commands.refused(
-        incoming.message,
-        case,
-        refused.outcome.rule,
-        CommandError(origin.line, origin.text, refused.refusal.reason),
-    )
+    error = CommandError(origin.line, origin.text, refused.refusal.reason)
+    number = refused.outcome.case
+    case = incoming.snapshot.cases.get(number) if isinstance(number, int) else None
+    if case is not None:
+        outcome = staff_commands.refused(incoming.message, case, refused.outcome.rule, error)
+    else:
+        # Confirmed moderation commands name no case.
+        outcome = moderation.refused_by_store(incoming.message, incoming.snapshot, error)
     source = Source(entry.id, entry.raw, incoming.message, entry.envelope_recipients)
     applied = Executor(identity(settings, secrets)).apply(session, outcome, source, now)
     return Processed(outcome, applied, incoming.message)

@@ -138,16 +138,13 @@ def request(message: ParsedMessage, snapshot: Snapshot, now: datetime) -> Outcom
             raise _Refused(1, "", "no command lines (lines starting with #) at the top")
         _checked(parsed, staff, lists, policy, snapshot)
     except _Refused as refused:
-        e = refused.error
         return Outcome(
             "moderate",
             "moderation",
             (
                 RecordIncoming(None, "command", "moderation", message.from_address),
-                _answer(
-                    message,
-                    f"Nothing was done: line {e.line} cannot apply.\n\n{e.text}\n  -> {e.reason}",
-                ),
+                _refusal_audit(message.from_address, refused.error),
+                _answer(message, _nothing_done(refused.error)),
             ),
         )
     quoted = "\n".join(f"  {line}" for line in parsed.lines)
@@ -169,6 +166,36 @@ def request(message: ParsedMessage, snapshot: Snapshot, now: datetime) -> Outcom
             ),
         ),
     )
+
+
+def refused_by_store(message: ParsedMessage, snapshot: Snapshot, error: CommandError) -> Outcome:
+    """A confirmed command the database refused (unknown held post or ban, already banned):
+    nothing of it applies, the confirmation is used up, the sender is told which line."""
+    pending = snapshot.confirmation
+    assert pending is not None
+    return Outcome(
+        "moderate",
+        "confirmation",
+        (
+            RecordIncoming(None, "command", "confirmation", message.from_address),
+            UseConfirmation(pending.id),
+            _refusal_audit(pending.sender, error),
+            _answer(message, _nothing_done(error)),
+        ),
+    )
+
+
+def _refusal_audit(sender: str | None, error: CommandError) -> Audit:
+    return Audit(
+        None,
+        "commands-refused",
+        sender,
+        {"line": error.line, "text": error.text, "reason": error.reason},
+    )
+
+
+def _nothing_done(error: CommandError) -> str:
+    return f"Nothing was done: line {error.line} cannot apply.\n\n{error.text}\n  -> {error.reason}"
 
 
 def _bans(

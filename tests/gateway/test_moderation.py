@@ -153,3 +153,120 @@ def test_staff_may_ban_everywhere_and_report_on_someone_s_behalf(gw: Gateway) ->
     assert ("acknowledgement", "victim@example.net") in kinds
     assert ("copy", "bob@example.org") in kinds
     assert case.number == 1
+
+
+def hold_post(gw: Gateway, list_address: str = "dev@lists.example.org") -> int:
+    from storage import held
+
+    with gw.database.transaction() as session:
+        return held.hold(
+            session,
+            list_address=list_address,
+            sender="spammer@bad.example",
+            subject="buy",
+            reason="ban",
+            ban_id=None,
+            case=None,
+            envelope_sender="spammer@bad.example",
+            envelope_recipients=(list_address,),
+            raw=b"From: spammer@bad.example\r\nSubject: buy\r\n\r\nbuy now\r\n",
+            now=gw.now(),
+        )
+
+
+def held_state(gw: Gateway, held_id: int) -> str:
+    from storage.models import HeldPost
+
+    with gw.database.transaction() as session:
+        row = session.get(HeldPost, held_id)
+        assert row is not None
+        return row.state
+
+
+def inbox_states(gw: Gateway) -> list[str]:
+    from storage.models import InboxEntry
+
+    with gw.database.transaction() as session:
+        return [r.state for r in session.execute(select(InboxEntry)).scalars()]
+
+
+def audit_actions(gw: Gateway) -> list[str]:
+    from storage.models import AuditEvent
+
+    with gw.database.transaction() as session:
+        return list(session.execute(select(AuditEvent.action).order_by(AuditEvent.seq)).scalars())
+
+
+def confirmed(gw: Gateway, sender: str, body: str) -> str:
+    """Send `body` to the moderation address, confirm it; returns the confirmation address."""
+    send(gw, sender, MODERATE, body)
+    address = confirm_address(outbox_rows(gw)[-1])
+    send(gw, sender, address, "yes\r\n")
+    return address
+
+
+def last_text(gw: Gateway) -> str:
+    row = outbox_rows(gw)[-1]
+    message = email.message_from_bytes(row.raw or b"", policy=email.policy.default)
+    assert isinstance(message, email.message.EmailMessage)
+    part = message.get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+@pytest.mark.parametrize("verb", ["release", "discard"])
+def test_a_moderator_releases_or_discards_a_held_post_by_email(gw: Gateway, verb: str) -> None:
+    held_id = hold_post(gw)
+    confirmed(gw, "carol@example.org", f"#{verb} {held_id}\r\n")
+    assert held_state(gw, held_id) == ("released" if verb == "release" else "discarded")
+    assert "Done" in last_text(gw)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "#release 999\r\n",
+        "#discard 999\r\n",
+        "#release {other}\r\n",  # a post on a list carol does not moderate
+        "#unban nobody@bad.example\r\n",
+        "#unban 4242\r\n",
+        "#ban spammer@bad.example\r\n",  # already banned
+    ],
+)
+def test_a_confirmation_the_database_refuses_is_answered_and_used_up(
+    gw: Gateway, body: str
+) -> None:
+    """Nothing is done, the moderator is told which line, the refusal is audited, the
+    confirmation cannot be replayed and the message is not quarantined."""
+    other = hold_post(gw, "announce@lists.example.org")
+    send(gw, "carol@example.org", MODERATE, "#ban spammer@bad.example\r\n")
+    send(gw, "carol@example.org", confirm_address(outbox_rows(gw)[-1]), "yes\r\n")
+    address = confirmed(gw, "carol@example.org", body.format(other=other))
+    assert inbox_states(gw) == ["done"] * 4
+    assert len(bans(gw)) == 1
+    assert held_state(gw, other) == "held"
+    text = last_text(gw)
+    assert "Nothing was done: line 1 cannot apply." in text
+    assert outbox_rows(gw)[-1].recipient == "carol@example.org"
+    assert audit_actions(gw)[-1] == "commands-refused"
+    send(gw, "carol@example.org", address, "yes again\r\n")  # a replay: plain conduct mail
+    assert len(cases(gw)) == 1
+
+
+def test_a_moderator_s_unban_without_list_lifts_the_ban_on_their_own_lists(gw: Gateway) -> None:
+    confirmed(gw, "carol@example.org", "#ban spammer@bad.example\r\n")
+    [ban] = bans(gw)
+    assert ban.list == "dev@lists.example.org"
+    confirmed(gw, "carol@example.org", "#unban Spammer+x@bad.example\r\n")
+    [ban] = bans(gw)
+    assert ban.lifted_at is not None
+    assert ban.lifted_by == "carol@example.org"
+    assert "Done" in last_text(gw)
+
+
+def test_a_moderator_cannot_unban_a_ban_on_every_list(gw: Gateway) -> None:
+    confirmed(gw, "alice@example.org", "#ban spammer@bad.example\r\n")  # staff: all lists
+    confirmed(gw, "carol@example.org", "#unban spammer@bad.example\r\n")
+    [ban] = bans(gw)
+    assert ban.lifted_at is None
+    assert "Nothing was done" in last_text(gw)
