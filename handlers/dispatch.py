@@ -16,7 +16,7 @@ from handlers import (
 )
 from handlers.effects import Outcome
 from handlers.message import ParsedMessage
-from handlers.snapshot import CaseView, Snapshot
+from handlers.snapshot import STAFF_ROLES, CaseView, Snapshot
 from rules import loops, threading
 from rules.commands import CommandError, parse_commands
 from rules.reply_text import new_text
@@ -116,9 +116,13 @@ def _commands(incoming: Incoming, case: CaseView, rule: str) -> Outcome | None:
     sender = message.from_address
     if incoming.imported or snapshot.policy is None:
         return None
-    if not (team.is_staff(sender) or team.is_director(sender)):
-        return None
     if not has_command_lines(message.text):
+        return None
+    if not (team.is_staff(sender) or team.is_director(sender)):
+        if _former_staff(case, sender):
+            # Still on the case with a valid token, but no longer configured: refused,
+            # never forwarded to the team as a note (SPEC "Who may command").
+            return staff_commands.refused_silently(message, case, rule, "not-staff")
         return None
     reason = staff_commands.unauthorised_reason(message, snapshot, case, snapshot.policy)
     if reason is not None:
@@ -129,6 +133,11 @@ def _commands(incoming: Incoming, case: CaseView, rule: str) -> Outcome | None:
     if isinstance(parsed, CommandError):
         return staff_commands.refused(message, case, rule, parsed)
     return staff_commands.run(message, snapshot, case, rule, parsed, incoming.now)
+
+
+def _former_staff(case: CaseView, sender: str | None) -> bool:
+    participant = case.participant(sender)
+    return participant is not None and participant.role in STAFF_ROLES
 
 
 def _is_moderate(incoming: Incoming) -> bool:

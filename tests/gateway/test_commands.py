@@ -440,3 +440,32 @@ def test_to_a_witness_sends_the_text_and_the_witness_s_reply_joins_the_case(gw: 
 def cases_of(gw: Gateway) -> list[Case]:
     with gw.database.transaction() as session:
         return list(session.execute(select(Case)).scalars())
+
+
+def reconfigure(gw: Gateway, staff: str) -> None:
+    """The operator edits `staff` (as a SIGHUP reload would apply it)."""
+    from gateway import config
+
+    text = gw.path.read_text(encoding="utf-8")
+    old = "staff = Alice Example <alice@example.org>, bob@example.org\n"
+    assert old in text
+    gw.path.write_text(text.replace(old, f"staff = {staff}\n"), encoding="utf-8")
+    gw.settings = config.load(gw.path)
+
+
+def test_a_removed_staff_member_s_commands_are_refused_silently(gw: Gateway) -> None:
+    """Still a participant with a valid token, but no longer staff: refused, recorded,
+    no reply, and not forwarded to the team as an internal note either."""
+    reconfigure(gw, "Alice Example <alice@example.org>")
+    before = len(mails(gw))
+    command(gw, "#status resolved\r\n#urgent\r\nClosing this.\r\n", sender="bob@example.org")
+    row = case(gw)
+    assert row.status == "new"
+    assert not row.urgent
+    assert len(mails(gw)) == before
+    with gw.database.transaction() as session:
+        [event] = session.execute(
+            select(AuditEvent).where(AuditEvent.action == "command-refused")
+        ).scalars()
+    assert event.actor == "bob@example.org"
+    assert '"not-staff"' in (event.detail or "")
