@@ -76,16 +76,21 @@ def _signed(
     session: Session,
     detail: tokens.Detail | None,
     secrets: Secrets,
+    team: Team,
 ) -> Signed | None:
-    """Whose token this is, trying every participant of the case (constant-time compares)."""
+    """Whose token this is, trying every participant of the case, then the configured staff
+    and director (constant-time compares): staff configured after the case opened get
+    copies with their own signed Reply-To before they are its participants."""
     if not isinstance(detail, tokens.Signed):
         return None
     view = cases.views(session, [detail.number]).get(detail.number)
     if view is None:
         return None
-    for participant in view.participants:
-        if tokens.verify_token(secrets.all, detail.number, participant.address, detail.token):
-            return Signed(detail.number, participant.address)
+    candidates = [p.address for p in view.participants]
+    candidates += [p.address for p in (*team.staff, team.director)]
+    for address in dict.fromkeys(candidates):
+        if tokens.verify_token(secrets.all, detail.number, address, detail.token):
+            return Signed(detail.number, address)
     return None
 
 
@@ -99,7 +104,7 @@ def build(
     raw: bytes = b"",
 ) -> Snapshot:
     team = team_from(settings)
-    signed = _signed(session, where.detail, secrets)
+    signed = _signed(session, where.detail, secrets, team)
     references = parsed.references
     generated = cases.ids_by_direction(session, references, "out")
     received = cases.ids_by_direction(session, references, "in")

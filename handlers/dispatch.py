@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from handlers import (
@@ -14,9 +14,9 @@ from handlers import (
     report_intake,
     staff_commands,
 )
-from handlers.effects import Outcome
+from handlers.effects import AddParticipant, Outcome
 from handlers.message import ParsedMessage
-from handlers.snapshot import STAFF_ROLES, CaseView, Snapshot
+from handlers.snapshot import STAFF_ROLES, CaseView, ParticipantView, Snapshot
 from rules import loops, threading
 from rules.commands import CommandError, parse_commands
 from rules.reply_text import new_text
@@ -83,12 +83,13 @@ def _conduct(incoming: Incoming) -> Outcome:
     decision = threading.decide(signals(incoming), incoming.snapshot.threading)
     case = incoming.snapshot.cases.get(decision.case) if decision.case is not None else None
     if case is not None:
-        commanded = _commands(incoming, case, decision.rule)
-        if commanded is not None:
-            return commanded
-        return correspondence.join(
+        joining = _joining_staff(incoming, case)
+        if joining is not None:
+            case = replace(case, participants=(*case.participants, joining))
+        outcome = _commands(incoming, case, decision.rule) or correspondence.join(
             incoming.message, incoming.snapshot, case, decision.rule, incoming.received
         )
+        return _with_joining_staff(outcome, case.number, joining)
     intake = report_intake.Intake(
         rule=threading.NEW_CASE,
         possibly_related=decision.possibly_related,
@@ -96,6 +97,30 @@ def _conduct(incoming: Incoming) -> Outcome:
         received=incoming.received,
     )
     return report_intake.intake(incoming.message, incoming.snapshot, intake)
+
+
+def _joining_staff(incoming: Incoming, case: CaseView) -> ParticipantView | None:
+    """Staff (or the director) configured after the case opened, writing to their own
+    signed address: on this case they are staff, as if they had been there from the start."""
+    message, snapshot = incoming.message, incoming.snapshot
+    sender, signed, team = message.from_address, snapshot.signed, snapshot.team
+    if sender is None or incoming.imported or case.participant(sender) is not None:
+        return None
+    if signed is None or signed.case != case.number or signed.owner != sender:
+        return None
+    person = next((p for p in (*team.staff, team.director) if p.address == sender), None)
+    if person is None:
+        return None
+    role = "director" if team.is_director(sender) else "staff"
+    return ParticipantView(sender, sender, person.name, role, False)
+
+
+def _with_joining_staff(outcome: Outcome, case: int, joining: ParticipantView | None) -> Outcome:
+    """Record the joining staff member first, so that `#recuse` has their row to mark."""
+    if joining is None or outcome.rule == "command-refused":
+        return outcome
+    added = AddParticipant(case, joining.address, joining.written, joining.name, joining.role)
+    return replace(outcome, effects=(added, *outcome.effects))
 
 
 def has_command_lines(text: str) -> bool:

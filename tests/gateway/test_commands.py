@@ -469,3 +469,40 @@ def test_a_removed_staff_member_s_commands_are_refused_silently(gw: Gateway) -> 
         ).scalars()
     assert event.actor == "bob@example.org"
     assert '"not-staff"' in (event.detail or "")
+
+
+NEW_STAFF = "Alice Example <alice@example.org>, bob@example.org, Carol New <carol@example.org>"
+
+
+def test_staff_added_after_the_case_opened_can_command_it(gw: Gateway) -> None:
+    reconfigure(gw, NEW_STAFF)
+    reply = REPORT.replace(b"c-rep1", b"c-rep1b").replace(b"Mallory was", b"Also, Mallory was")
+    address = signed(gw, 1, "rita@example.net")
+    store(
+        gw, reply.replace(b"To: conduct@example.org", f"To: {address}".encode()), None, (address,)
+    )
+    run(gw)
+    [copy] = [m for m in mails(gw, "copy") if m.recipient == "carol@example.org"]
+    message = email.message_from_bytes(copy.raw or b"", policy=email.policy.default)
+    assert message["Reply-To"] == signed(gw, 1, "carol@example.org")
+    command(gw, "#status investigating\r\n", sender="carol@example.org")
+    assert case(gw).status == "investigating"
+    assert len(cases_of(gw)) == 1
+    assert mails(gw, "result")[-1].recipient == "carol@example.org"
+    command(gw, "#recuse\r\n", sender="carol@example.org")
+    with gw.database.transaction() as session:
+        carol = session.execute(
+            select(Participant).where(Participant.address == "carol@example.org")
+        ).scalar_one()
+    assert (carol.role, carol.recused) == ("staff", True)
+    command(gw, "#status waiting\r\n", sender="carol@example.org")
+    assert case(gw).status == "investigating"  # recused: no longer commands it
+
+
+def test_a_note_from_staff_added_after_the_case_opened_stays_with_staff(gw: Gateway) -> None:
+    reconfigure(gw, NEW_STAFF)
+    command(gw, "I know the people involved; more tomorrow.\r\n", sender="carol@example.org")
+    assert len(cases_of(gw)) == 1
+    notes = [m for m in mails(gw, "note") if b"more tomorrow" in (m.raw or b"")]
+    assert sorted(m.recipient for m in notes) == ["alice@example.org", "bob@example.org"]
+    assert [m for m in mails(gw) if m.recipient == "rita@example.net"][1:] == []
