@@ -66,7 +66,7 @@ def components(
     from gateway.imap_purge import purger
     from gateway.imap_watcher import ImapWatcher
     from gateway.list_service import ListService
-    from gateway.metrics import Metrics
+    from gateway.metrics import Metrics, staff_signed
     from gateway.metrics_server import MetricsServer
     from gateway.pipeline import Pipeline
     from gateway.policy_server import PolicyServer
@@ -81,6 +81,7 @@ def components(
         sender.notify()  # bound late: the sender is made below, before anything runs
 
     metrics = Metrics(_clock)
+    metrics.know_commanders(lambda signed: staff_signed(signed, _commanders(current()), found.all))
     bans = BanCache(database, clock=_clock)
     lists = ListService(current, database, bans, found, _clock, on_mail=mail_owed, metrics=metrics)
     sender = OutboxSender(current, database, _clock, upstream=lists.deliver_upstream)
@@ -113,6 +114,12 @@ def components(
         )
         running.append(MetricsServer(current, database, metrics))
     return running
+
+
+def _commanders(settings: Settings) -> list[str]:
+    """Who commands a case through their signed address: staff and the director."""
+    gateway = settings.gateway
+    return [person.address for person in (*gateway.staff, gateway.executive_director)]
 
 
 async def serve(settings: Settings) -> None:

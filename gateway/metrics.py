@@ -5,9 +5,12 @@ SMTP decisions are counted where the client gets its answer: a recipient refused
 RCPT counts once (route `refused`, or `list` for a banned sender), a message once at
 the end of DATA. The route of conduct mail is the kind of address it was sent to,
 known at SMTP time: the conduct and director addresses are `report`, case and signed
-addresses `case`, `+moderate` and `+confirm-` `moderate`, `+bounce-` `bounce`.
-Whether mail from staff carries commands is decided later, by processing, so `command`
-is not counted here (docs/operations.md says so); postmaster@ mail is not counted.
+addresses `case`, `+moderate` and `+confirm-` `moderate`, `+bounce-` `bounce`. A signed
+address whose token belongs to a staff member or the executive director is `command`:
+it is the one address through which they command a case by email (SPEC section 5), and
+what they send there (commands or an internal note) is staff work, never
+correspondence. The token check is an HMAC per staff address, so it costs nothing
+at SMTP time. postmaster@ mail is not counted.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from rules.routing import Route, RouteKind, most_specific
-from rules.tokens import Bounce, Case, Confirm, Moderate, Signed
+from rules.tokens import Bounce, Case, Confirm, Moderate, Signed, verify_token
 from storage.backlog import Backlog
 
 PREFIX = "conduct_gateway_"
@@ -35,6 +38,7 @@ RELAY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _SERIES = {
     "report": ("accepted", "deferred"),
     "case": ("accepted", "deferred"),
+    "command": ("accepted", "deferred"),
     "moderate": ("accepted", "deferred"),
     "bounce": ("accepted", "deferred"),
     "list": VERDICTS,
@@ -49,13 +53,22 @@ _CONDUCT_ROUTES: dict[type[object], str] = {
 }
 
 _T = TypeVar("_T")
+# Whether a signed address belongs to a staff member or the director (see the docstring).
+CommandAddress = Callable[[Signed], bool]
 
 
-def route_label(route: Route) -> str | None:
+def staff_signed(signed: Signed, commanders: Iterable[str], secrets: Sequence[bytes]) -> bool:
+    """Whether `signed`'s token was made for one of `commanders` on its case."""
+    return any(verify_token(secrets, signed.number, who, signed.token) for who in commanders)
+
+
+def route_label(route: Route, command_address: CommandAddress = lambda _: False) -> str | None:
     """The `route` label of one recipient; None for postmaster@, which is not counted."""
     if route.kind is RouteKind.LIST:
         return "list"
     if route.kind is RouteKind.CONDUCT:
+        if isinstance(route.detail, Signed) and command_address(route.detail):
+            return "command"
         return _CONDUCT_ROUTES.get(type(route.detail), "report")
     if route.kind is RouteKind.POSTMASTER:
         return None
@@ -133,6 +146,7 @@ class Metrics:
         self._leader = self._gauge("scheduler_leader", "1 while this instance runs the scheduler.")
         self._followed = _Followed()
         self.registry.register(self._followed)
+        self._command_address: CommandAddress = lambda _: False
         for route, verdicts in _SERIES.items():
             for verdict in verdicts:
                 self._smtp.labels(route, verdict)
@@ -158,6 +172,10 @@ class Metrics:
         self._leader.set_function(lambda: float(scheduler_leader()))
         self._imap.set_function(lambda: float(imap_connected()))
 
+    def know_commanders(self, command_address: CommandAddress) -> None:
+        """How to tell a staff member's or the director's signed address (route `command`)."""
+        self._command_address = command_address
+
     def show_backlog(self, backlog: Backlog) -> None:
         """The database figures, refreshed in the background by the metrics server."""
         self._inbox.set(backlog.inbox_pending)
@@ -179,7 +197,7 @@ class Metrics:
     def rcpt_refused(self, route: Route, reply: str) -> str:
         """Count a recipient refused for good; returns `reply`. A 452 ("send separately",
         too many recipients) is not a decision: the client sends it again later."""
-        label = route_label(route)
+        label = route_label(route, self._command_address)
         if reply.startswith("5") and label is not None:
             self._smtp.labels(label, "rejected").inc()
         return reply
@@ -187,7 +205,7 @@ class Metrics:
     def kept(self, routes: Sequence[Route], reply: str) -> str:
         """Count conduct mail by its most specific recipient and the reply; returns `reply`."""
         decisive = most_specific(routes)
-        label = None if decisive is None else route_label(decisive)
+        label = None if decisive is None else route_label(decisive, self._command_address)
         if label is not None:
             self._smtp.labels(label, reply_verdict(reply)).inc()
         return reply

@@ -190,3 +190,21 @@ def test_at_debug_addresses_appear_but_never_a_body_or_the_secret(
     assert REPORT_BODY not in run.serve.log
     for form in secret_forms(run.secret):
         assert form not in run.serve.log
+
+
+@pytest.mark.parametrize(("require_dkim", "warned"), [("no", True), ("yes", False)])
+def test_start_up_warns_when_dkim_is_not_required(
+    tmp_path: Path, require_dkim: str, warned: bool
+) -> None:
+    """SPEC section 8: with `require_dkim = no`, start-up logs a warning (and only then)."""
+    config = write_config(
+        tmp_path, f"sqlite:///{tmp_path / 'gateway.db'}", require_dkim=require_dkim
+    )
+    (tmp_path / "secret").write_bytes(os.urandom(32))
+    serve = ServeProcess(config).start()
+    assert serve.stop() == 0
+    lines = [line for line in serve.lines if "event=dkim-not-required" in line]
+    assert len(lines) == (1 if warned else 0), serve.log
+    if warned:
+        assert parse_line(lines[0].rstrip("\n"), "text")["level"] == "warning"
+        assert serve.log.index("event=dkim-not-required") < serve.log.index("event=ready")

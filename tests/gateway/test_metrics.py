@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import smtplib
 import socket
 import sqlite3
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,11 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from gateway.metrics import Metrics, route_label
+from gateway.metrics import Metrics, route_label, staff_signed
 from rules import tokens
 from rules.routing import RoutingTable, route
 from tests.components import free_port
 from tests.conftest import PostgresServer
+from tests.dovecot import PrivateDovecot, private_dovecot
 from tests.gateway.gateway_setup import write_config
 from tests.serve_process import ServeProcess, cli
 from tests.sinks import Sink
@@ -91,6 +94,35 @@ def test_the_smtp_route_label_is_the_kind_of_address(address: str, label: str | 
     assert route_label(route(TABLE, address)) == label
 
 
+SECRET = b"s" * 32
+STAFF = ("alice@example.org", "bob@example.org", "ed@example.org")
+
+
+def signed(case: int, who: str, secret: bytes = SECRET) -> str:
+    return conduct(tokens.Signed(case, tokens.reply_token(secret, case, who)))
+
+
+@pytest.mark.parametrize(
+    ("address", "label"),
+    [
+        (signed(3, "alice@example.org"), "command"),
+        (signed(3, "ed@example.org"), "command"),  # the director commands through theirs
+        (signed(3, "Bob@Example.org"), "command"),  # tokens are made on the lower case
+        (signed(3, "alice@example.org", b"o" * 32), "command"),  # the previous secret
+        (signed(3, "rita@example.net"), "case"),  # a reporter's reply address
+        (conduct(tokens.Signed(3, "a" * 20)), "case"),  # a token nobody was given
+        (conduct(tokens.Case(3)), "case"),
+    ],
+)
+def test_a_staff_members_signed_address_is_route_command(address: str, label: str) -> None:
+    """Staff and the director command cases through their own signed address (SPEC 5)."""
+
+    def commanders(detail: tokens.Signed) -> bool:
+        return staff_signed(detail, STAFF, (SECRET, b"o" * 32))
+
+    assert route_label(route(TABLE, address), commanders) == label
+
+
 def test_conduct_mail_counts_once_by_its_most_specific_recipient() -> None:
     metrics = Metrics()
     routes = [route(TABLE, "conduct@example.org"), route(TABLE, conduct(tokens.Case(7)))]
@@ -155,8 +187,17 @@ class Running:
             return client.sendmail(sender, recipients, data)
 
 
-def start(tmp_path: Path, url: str) -> Running:
+def start(
+    tmp_path: Path,
+    url: str,
+    *,
+    extra: str = "",
+    ban_action: str = "reject",
+    interpreter: tuple[str, ...] = (sys.executable,),
+    smarthost_answer: str = "250 2.0.0 Ok",
+) -> Running:
     smarthost = Sink().start()
+    smarthost.recorder.answer = smarthost_answer
     upstream = Sink().start()
     smtp_port = free_port()
     config = write_config(
@@ -165,13 +206,14 @@ def start(tmp_path: Path, url: str) -> Running:
         smarthost=f"127.0.0.1:{smarthost.port}",
         upstream=f"127.0.0.1:{upstream.port}",
         smtp_port=smtp_port,
+        ban_action=ban_action,
         # Port 0: the OS picks one, read back from the log (no race for a free port).
-        extra="[metrics]\nlisten = 127.0.0.1:0\n",
+        extra="[metrics]\nlisten = 127.0.0.1:0\n" + extra,
     )
     config.write_text(config.read_text().replace("[outbound]\n", "[outbound]\ntls = none\n"))
     if not (tmp_path / "secret").exists():
-        (tmp_path / "secret").write_bytes(b"s" * 32)
-    serve = ServeProcess(config).start()
+        (tmp_path / "secret").write_bytes(SECRET)
+    serve = ServeProcess(config, interpreter=interpreter).start()
     found = re.search(r"event=metrics-listening host=\S+ port=(\d+)", serve.log)
     assert found is not None, serve.log
     return Running(serve, smarthost, upstream, smtp_port, int(found.group(1)), config)
@@ -323,3 +365,156 @@ def _url_of(config: Path) -> str:
     found = re.search(r"^url = (\S+)$", config.read_text(), re.MULTILINE)
     assert found is not None
     return found.group(1)
+
+
+# --- each SPEC series seen moving over HTTP ------------------------------------------
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[list[Running]]:
+    """Gateways a test starts with its own options; each stopped (exit 0) at the end."""
+    running: list[Running] = []
+    yield running
+    for gateway in running:
+        assert gateway.serve.stop() == 0
+        gateway.smarthost.stop()
+        gateway.upstream.stop()
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'gateway.db'}"
+
+
+def ban(gateway: Running, pattern: str) -> None:
+    added = cli(gateway.config, "bans", "add", pattern, "--reason", "spam")
+    assert added.returncode == 0, added.stderr
+
+
+def until_sample(gateway: Running, send: Callable[[], object], name: str, **labels: str) -> None:
+    """Send until the series moves: a new ban takes effect within BAN_BOUND (SPEC 9)."""
+    deadline = time.monotonic() + BAN_BOUND
+    while gateway.sample(name, **labels) == 0:
+        assert time.monotonic() < deadline, f"{name}{labels} did not move"
+        with contextlib.suppress(smtplib.SMTPException):
+            send()
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_mail_to_a_staff_signed_address_counts_as_route_command(gateway: Running) -> None:
+    gateway.send("rita@example.net", ["conduct@example.org"], REPORT)
+    gateway.wait_for_sample("cases_open", lambda v: v == 1, FIGURES_BOUND, status="new")
+    note = (
+        b"From: Alice Example <alice@example.org>\r\nSubject: Re: [Conduct #1]\r\n"
+        b"Message-ID: <metrics-staff1@example.org>\r\n\r\n#status investigating\r\n"
+    )
+    assert gateway.send("alice@example.org", [signed(1, "alice@example.org")], note) == {}
+    assert gateway.sample("smtp_messages_total", route="command", verdict="accepted") == 1
+    reply = REPORT.replace(b"metrics-rep1@", b"metrics-rep2@")
+    assert gateway.send("rita@example.net", [signed(1, "rita@example.net")], reply) == {}
+    assert gateway.sample("smtp_messages_total", route="case", verdict="accepted") == 1
+    assert gateway.sample("smtp_messages_total", route="command", verdict="accepted") == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_banned_from_and_sender_field_count_as_their_identities(gateway: Running) -> None:
+    ban(gateway, "poster@example.net")
+    by_from = POST.replace(b"<metrics-post1@", b"<metrics-from@")
+    until_sample(
+        gateway,
+        lambda: gateway.send("other@example.net", ["dev@lists.example.org"], by_from),
+        "ban_hits_total",
+        identity="from",
+    )
+    by_sender = POST.replace(b"From: Poster <poster@example.net>", b"From: other@example.net")
+    by_sender = b"Sender: poster@example.net\r\n" + by_sender
+    with pytest.raises(smtplib.SMTPDataError):
+        gateway.send("other@example.net", ["dev@lists.example.org"], by_sender)
+    assert gateway.sample("ban_hits_total", identity="sender") == 1
+    assert gateway.sample("ban_hits_total", identity="envelope") == 0
+    assert gateway.sample("smtp_messages_total", route="list", verdict="rejected") >= 2
+
+
+@pytest.mark.parametrize(("action", "verdict"), [("hold", "held"), ("discard", "discarded")])
+def test_a_held_or_discarded_post_counts_under_its_verdict(
+    tmp_path: Path, started: list[Running], action: str, verdict: str
+) -> None:
+    gateway = start(tmp_path, sqlite_url(tmp_path), ban_action=action)
+    started.append(gateway)
+    ban(gateway, "poster@example.net")
+    until_sample(
+        gateway,
+        lambda: gateway.send("poster@example.net", ["dev@lists.example.org"], POST),
+        "smtp_messages_total",
+        route="list",
+        verdict=verdict,
+    )
+    assert gateway.sample("smtp_messages_total", route="list", verdict="rejected") == 0
+    assert gateway.sample("ban_hits_total", identity="envelope") >= 1
+
+
+def test_mail_the_smarthost_refuses_for_good_counts_as_outbox_failed(
+    tmp_path: Path, started: list[Running]
+) -> None:
+    gateway = start(tmp_path, sqlite_url(tmp_path), smarthost_answer="550 5.7.1 Refused")
+    started.append(gateway)
+    assert gateway.sample("outbox_failed_total") == 0
+    gateway.send("rita@example.net", ["conduct@example.org"], REPORT)
+    # The acknowledgement and the staff copies are each refused for good.
+    gateway.wait_for_sample("outbox_failed_total", lambda v: v >= 1, FIGURES_BOUND)
+
+
+# A fault injected into the running `serve`: processing fails for one marked message.
+FAULTY_PIPELINE = (
+    "import runpy, sys\n"
+    "import gateway.pipeline as pipeline\n"
+    "real = pipeline.process\n"
+    "def process(*args, **kwargs):\n"
+    "    if 'inject-fault' in (args[3].message_id or ''):\n"
+    "        raise RuntimeError('injected fault')\n"
+    "    return real(*args, **kwargs)\n"
+    "pipeline.process = process\n"
+    "sys.argv = ['conduct-gateway', *sys.argv[3:]]\n"  # after `-c CODE -m gateway`
+    "runpy.run_module('gateway', run_name='__main__')\n"
+)
+
+
+def test_a_message_whose_processing_fails_counts_as_quarantined(
+    tmp_path: Path, started: list[Running]
+) -> None:
+    interpreter = (sys.executable, "-c", FAULTY_PIPELINE)
+    gateway = start(tmp_path, sqlite_url(tmp_path), interpreter=interpreter)
+    started.append(gateway)
+    assert gateway.sample("quarantined_total") == 0
+    faulty = REPORT.replace(b"<metrics-rep1@", b"<inject-fault@")
+    assert gateway.send("rita@example.net", ["conduct@example.org"], faulty) == {}
+    gateway.wait_for_sample("quarantined_total", lambda v: v >= 1, FIGURES_BOUND)
+    assert "event=quarantined" in gateway.serve.log
+    gateway.send("rita@example.net", ["conduct@example.org"], REPORT)  # the others go on
+    gateway.wait_for_sample("cases_open", lambda v: v == 1, FIGURES_BOUND, status="new")
+
+
+@pytest.fixture(scope="module")
+def dovecot() -> Iterator[PrivateDovecot]:
+    with private_dovecot() as server:
+        yield server
+
+
+@pytest.mark.dovecot
+def test_imap_connected_is_1_while_the_watcher_holds_a_dovecot_session(
+    tmp_path: Path, started: list[Running], dovecot: PrivateDovecot
+) -> None:
+    user = dovecot.add_user()
+    (tmp_path / "imap-password").write_text(dovecot.users[user] + "\n")
+    imap = (
+        f"[imap]\nenabled = yes\nhost = 127.0.0.1\nport = {dovecot.port}\nsecurity = none\n"
+        f"username = {user}\npassword_file = imap-password\n"
+    )
+    gateway = start(tmp_path, sqlite_url(tmp_path), extra=imap)
+    started.append(gateway)
+    gateway.wait_for_sample("imap_connected", lambda v: v == 1, FIGURES_BOUND)
+    dovecot.stop()
+    try:
+        gateway.wait_for_sample("imap_connected", lambda v: v == 0, FIGURES_BOUND * 3)
+    finally:
+        dovecot.start()
