@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import email.utils
+import re
 from dataclasses import dataclass
 
 from rules.addresses import AddressError, normalise
@@ -12,6 +13,7 @@ from rules.message_keys import split_message
 
 # RFC 5322 section 3.6: exactly one From field; a list post without a usable From
 # cannot be checked against header bans, so it is refused rather than relayed.
+_SPACED_NAME = re.compile(r"^(?P<name>[\x21-\x39\x3b-\x7e]+)[ \t]+:", re.MULTILINE)
 NO_FROM = "550 5.6.0 A list post needs exactly one From field with a valid address"
 
 
@@ -36,9 +38,13 @@ def _parse_headers(raw: bytes) -> email.message.Message:
     # compat32 and getaddresses: the addresses are all a list post is checked by, and the
     # modern header registry costs most of a relayed post's time (measured in bench/).
     header, _ = split_message(raw)
-    return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(
-        header + b"\r\n\r\n"
-    )
+    # RFC 6532: UTF-8 header fields are text to check, not bytes to give up on.
+    text = header.decode("utf-8", "surrogateescape")
+    # RFC 5322 section 4.5.3 (obs-optional): a field name may be followed by white space
+    # before its colon. compat32 would not see `From : x` as a From field at all, so a
+    # banned address there would escape the From check.
+    text = _SPACED_NAME.sub(r"\g<name>:", text)
+    return email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text + "\r\n\r\n")
 
 
 def _addresses(message: email.message.Message, name: str) -> tuple[str, ...] | None:
