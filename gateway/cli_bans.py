@@ -20,6 +20,7 @@ from rich.progress import Progress
 
 from gateway import cli_render
 from gateway.config import Settings
+from gateway.snapshot_builder import policy_from
 from rules.addresses import AddressError, normalise, normalise_domain
 from rules.bans import (
     BadPattern,
@@ -32,7 +33,7 @@ from rules.bans import (
 from rules.bans import translate_import_line as translate
 from rules.durations import BadValue, parse_date, parse_duration
 from rules.errors import GatewayError
-from storage import bans, held
+from storage import bans, held, retention_dates
 from storage.db import Database
 from storage.models import Case
 
@@ -194,6 +195,7 @@ def add_ban(
             case=case,
             interim=interim,
         )
+        bans.schedule_end_notice(session, ban, now)
     zone = settings.reminders.timezone
     click.echo("added " + cli_render.describe_ban(bans.BanRecord(ban), zone))
 
@@ -207,6 +209,8 @@ def remove_ban(settings: Settings, database: Database, *, ban_id: int) -> None:
         if record.lifted_at is not None:
             raise Refused(f"ban {ban_id} was already lifted by {record.lifted_by}")
         lifted = bans.lift(session, ban_id, ACTOR, now)
+        if lifted is not None and lifted.case is not None:
+            retention_dates.settle(session, policy_from(settings).retention, now)
     if lifted is None:  # lifted by someone else in between
         raise Refused(f"ban {ban_id} was already lifted")
     zone = settings.reminders.timezone

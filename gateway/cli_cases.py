@@ -233,8 +233,8 @@ def import_path(settings: Settings, database: Database, *, path: Path) -> None:
 
 
 def purge_cases(settings: Settings, database: Database, *, dry_run: bool) -> None:
-    """`cases purge [--dry-run]`: SPEC section 7a, now."""
-    from gateway.scheduler import run_retention
+    """`cases purge [--dry-run]`: SPEC section 7a, now, IMAP originals included."""
+    from gateway import retention_job
     from storage import purge
 
     now = _now()
@@ -243,7 +243,16 @@ def purge_cases(settings: Settings, database: Database, *, dry_run: bool) -> Non
             due = purge.due_cases(session, now)
         click.echo("\n".join(str(n) for n in due) if due else "no case is due")
         return
-    with database.transaction() as session:
-        due = purge.due_cases(session, now)
-    run_retention(database, now)
+    done = retention_job.apply(settings, database, now)
+    due = done.purged
     click.echo(f"purged {len(due)} cases" + (": " + ", ".join(map(str, due)) if due else ""))
+    if done.originals_deleted:
+        click.echo(
+            f"deleted {done.originals_deleted} originals from IMAP {settings.imap.processed_folder}"
+        )
+    if done.originals_pending:
+        click.echo(
+            f"the IMAP server could not be reached: {done.originals_pending} originals are left "
+            "for the next run (daily, or `cases purge`)",
+            err=True,
+        )

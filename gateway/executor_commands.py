@@ -22,7 +22,7 @@ from handlers.effects import (
 from rules.bans import Ban
 from rules.errors import GatewayError
 from rules.retention import extended
-from storage import audit, bans, held
+from storage import audit, bans, held, retention_dates
 from storage.models import BanRow, Case, Message, Participant, Sanction, Timer
 
 
@@ -86,6 +86,8 @@ def lift_ban(session: Session, effect: LiftBan, now: datetime) -> None:
         raise EffectRefused(effect.origin, "that ban is not on a list you moderate")
     for ban in found:
         bans.lift(session, ban.id, effect.by, now)
+    if effect.retention is not None and ban.case is not None:
+        retention_dates.settle(session, effect.retention, now)
 
 
 def add_sanction(session: Session, effect: AddSanction, case: int, now: datetime) -> None:
@@ -110,10 +112,24 @@ def add_sanction(session: Session, effect: AddSanction, case: int, now: datetime
 
 
 def add_timer(session: Session, effect: AddTimer, case: int | None, now: datetime) -> None:
+    ref = None
+    if effect.kind == "ban-end" and case is not None:
+        # The ban its command just added: lifting that ban cancels this notice.
+        ref = session.execute(
+            select(BanRow.id)
+            .where(
+                BanRow.case_number == case,
+                BanRow.expires_at == effect.due,
+                BanRow.created_at == now,
+            )
+            .order_by(BanRow.id.desc())
+            .limit(1)
+        ).scalar()
     session.add(
         Timer(
             kind=effect.kind,
             case_number=case,
+            ref_id=ref,
             recipient=effect.recipient,
             note=effect.note,
             due_at=effect.due,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from gateway import logs
 from gateway.config import Settings
@@ -15,13 +14,13 @@ log = logs.get("imap")
 TIMEOUT = 60.0
 
 
-def delete_originals(
+def delete_by_message_id(
     settings: Settings, message_ids: Sequence[str], tls_context: ssl.SSLContext | None = None
-) -> int:
-    """Expunge the originals with these Message-IDs; a failure is logged, never raised
-    (the next daily run does not retry: docs/operations.md lists what purge cannot reach)."""
+) -> int | None:
+    """Expunge the originals with these Message-IDs: how many went, or None when the server
+    could not be reached or refused (logged, never raised: the caller keeps them pending)."""
     imap = settings.imap
-    if not imap.enabled or not message_ids:
+    if not message_ids:
         return 0
     assert imap.host is not None
     assert imap.username is not None
@@ -39,22 +38,13 @@ def delete_originals(
         )
     except (OSError, ImapError) as error:
         logs.event(log, logging.ERROR, "imap-purge-failed", error=type(error).__name__)
-        return 0
+        return None
     try:
         deleted = connection.delete_by_message_id(imap.processed_folder, message_ids)
     except ImapError as error:
         logs.event(log, logging.ERROR, "imap-purge-failed", error=type(error).__name__)
-        return 0
+        return None
     finally:
         connection.close()
     logs.event(log, logging.INFO, "imap-purged", originals=deleted)
     return deleted
-
-
-def purger(settings: Callable[[], Settings]) -> Callable[[list[str]], Awaitable[None]]:
-    """The scheduler's `purged` callback: the IMAP work runs in a thread."""
-
-    async def purge(message_ids: list[str]) -> None:
-        await asyncio.to_thread(delete_originals, settings(), message_ids)
-
-    return purge

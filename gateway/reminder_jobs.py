@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -17,13 +18,16 @@ from gateway.secret import Secrets
 from handlers import reminders as mails
 from handlers.effects import Outcome, SendMail
 from rules import reminders
-from storage import audit, cases, held, meta, relayed
+from storage import audit, cases, held, leases, meta, relayed
 from storage.db import Database
 from storage.models import AuditEvent, Case, HeldPost, InboxEntry, Message, OutboxEntry, Timer
 
 PERIODIC = ("acknowledge", "urgent", "escalate", "follow-up")
 ONE_OFF = ("remind", "ban-end", "sanction-end")
 DIGEST_KEY = "digest_last"
+RETENTION_KEY = "retention_last"
+# Every refusal of a command, silent or answered (the digest's "refused commands").
+REFUSALS = ("command-refused", "commands-refused", "moderation-refused")
 NO_SOURCE = Source(None, b"", parsing.parse(b"", None), ())
 
 
@@ -35,10 +39,12 @@ class Jobs:
         settings: Callable[[], Settings],
         database: Database,
         secrets: Secrets,
+        lease: tuple[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
         self.secrets = secrets
+        self.lease = lease  # (name, holder): tick works only while it is held
 
     def _send(self, session: Session, effects: list[SendMail], now: datetime) -> int:
         if effects:
@@ -48,8 +54,14 @@ class Jobs:
         return len(effects)
 
     def tick(self, now: datetime) -> int:
-        """Periodic reminders and due one-off timers; returns the mails queued."""
+        """Periodic reminders and due one-off timers; returns the mails queued.
+
+        With a lease, it is re-checked (and its row locked) inside this transaction: an
+        instance that lost leadership since its last renewal sends nothing.
+        """
         with self.database.transaction() as session:
+            if self.lease is not None and not leases.still_held(session, *self.lease, now):
+                return 0
             return self._periodic(session, now) + self._one_offs(session, now)
 
     def _clocks(self, session: Session) -> list[reminders.CaseClock]:
@@ -75,15 +87,20 @@ class Jobs:
         ):
             if case is not None and last is not None:
                 fired[case][kind] = last
-        replied = set(
-            session.execute(
-                select(Message.case_number).where(
+        replied: dict[int, datetime] = {
+            case: at
+            for case, at in session.execute(
+                select(Message.case_number, func.max(Message.at))
+                .where(
                     Message.case_number.in_(numbers),
                     Message.direction == "out",
                     Message.kind == "reply",
                 )
-            ).scalars()
-        )
+                .group_by(Message.case_number)
+            )
+            if case is not None
+        }
+        urgent_since = self._urgent_since(session, [row.number for row in rows if row.urgent])
         return [
             reminders.CaseClock(
                 number=row.number,
@@ -94,11 +111,27 @@ class Jobs:
                 created_at=row.created_at,
                 first_staff_mail_at=row.first_staff_mail_at,
                 last_activity_at=row.last_activity_at,
-                replied=row.number in replied,
                 last_fired=fired.get(row.number, {}),
+                urgent_since=urgent_since.get(row.number),
+                last_reply_at=replied.get(row.number),
             )
             for row in rows
         ]
+
+    def _urgent_since(self, session: Session, numbers: list[int]) -> dict[int, datetime]:
+        """When each urgent case last got `#urgent` (absent: urgent since intake)."""
+        since: dict[int, datetime] = {}
+        if not numbers:
+            return since
+        for case, at, detail in session.execute(
+            select(AuditEvent.case_number, AuditEvent.at, AuditEvent.detail)
+            .where(AuditEvent.case_number.in_(numbers), AuditEvent.action == "commands-applied")
+            .order_by(AuditEvent.seq)
+        ):
+            lines = json.loads(detail).get("lines") if detail else None
+            if case is not None and lines and reminders.urgent_switch(lines, at):
+                since[case] = at
+        return since
 
     def _periodic(self, session: Session, now: datetime) -> int:
         settings = self.settings()
@@ -167,25 +200,45 @@ class Jobs:
         return self._send(session, effects, now)
 
     def digest(self, now: datetime) -> int:
-        settings = self.settings()
+        """Send the digest now, whatever the last one was."""
         with self.database.transaction() as session:
-            facts = self._digest_facts(session, now)
-            team = snapshot_builder.team_from(settings)
-            sent = self._send(
-                session, mails.digest_mails(facts, team, now, settings.reminders.timezone), now
-            )
-            meta.put(session, DIGEST_KEY, now.isoformat())
-            return sent
+            return self._digest(session, now)
 
-    def digest_missed(self, previous_due: datetime, now: datetime) -> bool:
-        """A digest due while the gateway was down is sent once at start; a new install
-        has missed nothing (its first digest is the next one)."""
+    def _digest(self, session: Session, now: datetime) -> int:
+        settings = self.settings()
+        facts = self._digest_facts(session, now)
+        team = snapshot_builder.team_from(settings)
+        sent = self._send(
+            session, mails.digest_mails(facts, team, now, settings.reminders.timezone), now
+        )
+        meta.put(session, DIGEST_KEY, now.isoformat())
+        return sent
+
+    def digest_if_due(self, previous_due: datetime, now: datetime) -> int:
+        """The digest due at `previous_due`, unless one went since; a digest missed while
+        the gateway was down is sent once at start, and a new install has missed nothing
+        (its first digest is the next one). The check, the mails and the mark are one
+        transaction under the meta lock, so two looks never both send it."""
         with self.database.transaction() as session:
+            meta.hold(session)
             last = meta.get(session, DIGEST_KEY)
             if last is None:
                 meta.put(session, DIGEST_KEY, now.isoformat())
+                return 0
+            if datetime.fromisoformat(last) >= previous_due:
+                return 0
+            return self._digest(session, now)
+
+    def claim_daily(self, key: str, previous_due: datetime, now: datetime) -> bool:
+        """True once per daily due time (and at once on a store that never ran it): the
+        caller runs the job. Claimed, not done: a run that fails waits for the next day."""
+        with self.database.transaction() as session:
+            meta.hold(session)
+            last = meta.get(session, key)
+            if last is not None and datetime.fromisoformat(last) >= previous_due:
                 return False
-        return datetime.fromisoformat(last) < previous_due
+            meta.put(session, key, now.isoformat())
+            return True
 
     def _digest_facts(self, session: Session, now: datetime) -> mails.DigestFacts:
         day = now - timedelta(days=1)
@@ -236,7 +289,7 @@ class Jobs:
                 select(func.count())
                 .select_from(AuditEvent)
                 .where(
-                    AuditEvent.action.in_(("command-refused", "moderation-refused")),
+                    AuditEvent.action.in_(REFUSALS),
                     AuditEvent.at >= day,
                 )
             ),

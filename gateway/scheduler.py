@@ -6,26 +6,27 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+import ssl
+from collections.abc import Callable
+from datetime import UTC, datetime, time
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from gateway import logs
+from gateway import logs, retention_job
 from gateway.config import Settings
-from gateway.reminder_jobs import Jobs
+from gateway.reminder_jobs import RETENTION_KEY, Jobs
 from gateway.secret import Secrets
 from rules.reminders import previous_daily
-from storage import leases, purge
+from storage import leases
 from storage.db import Database
 
 log = logs.get("scheduler")
 LEASE_NAME = "scheduler"
 TICK_SECONDS = 1.0  # SPEC section 2: a reminder fires within 5 s of its due time
-RETENTION_HOUR, RETENTION_MINUTE = 3, 17
+RETENTION_AT = time(3, 17)  # in [reminders] timezone, read at each look
+RETENTION_CHECK_SECONDS = 60.0
 
 
 class Scheduler:
@@ -42,21 +43,26 @@ class Scheduler:
         secrets: Secrets,
         clock: Callable[[], datetime],
         on_mail: Callable[[], None] = lambda: None,
-        purged: Callable[[list[str]], Awaitable[None]] | None = None,
+        *,
+        tls_context: ssl.SSLContext | None = None,
+        retention_check: float = RETENTION_CHECK_SECONDS,
     ) -> None:
         self.settings = settings
         self.database = database
         self.clock = clock
         self.on_mail = on_mail
-        self.purged = purged
-        self.jobs = Jobs(settings, database, secrets)
+        self.tls_context = tls_context  # for the IMAP originals retention deletes
+        self.retention_check = retention_check
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.jobs = Jobs(settings, database, secrets, lease=(LEASE_NAME, self.holder))
         self.leader = False
         self._aps: Any = None
+        # The 1 s digest look and a leadership change must never both send it (issue 7).
+        self._digest_lock = asyncio.Lock()
+        self._retention_lock = asyncio.Lock()
 
     async def start(self) -> None:
         settings = self.settings()
-        zone = settings.reminders.timezone
         lease_seconds = settings.storage.leader_lease.total_seconds()
         self._aps = AsyncIOScheduler(
             timezone=UTC,
@@ -67,9 +73,9 @@ class Scheduler:
         # Not a cron trigger fixed at start: `digest_at` and `timezone` are read at each look,
         # so a reload (SIGHUP) moves the digest without a restart.
         self._aps.add_job(self._digest_if_due, IntervalTrigger(seconds=TICK_SECONDS))
-        self._aps.add_job(
-            self._daily, CronTrigger(hour=RETENTION_HOUR, minute=RETENTION_MINUTE, timezone=zone)
-        )
+        # Likewise retention: not a cron trigger, whose timezone would be fixed at start;
+        # a run missed while no instance led is made up at the next look.
+        self._aps.add_job(self._retention_if_due, IntervalTrigger(seconds=self.retention_check))
         await self._renew()
         self._aps.start()
 
@@ -111,8 +117,9 @@ class Scheduler:
                 "scheduler-leader" if leader else "scheduler-standby",
                 holder=self.holder,
             )
-            if leader:
-                await self._catch_up_digest()
+            if leader and self._aps is not None:
+                # At once, not at the next look: a run missed while down (SPEC 7a).
+                self._aps.add_job(self._retention_if_due)
 
     async def _digest_if_due(self) -> None:
         if not self.leader:
@@ -125,12 +132,13 @@ class Scheduler:
             )
 
     async def _catch_up_digest(self) -> None:
-        """A digest due since the last one (or missed while no instance ran) is sent now."""
-        settings = self.settings()
-        now = self.clock()
-        due = previous_daily(now, settings.reminders.digest_at, settings.reminders.timezone)
-        if await asyncio.to_thread(self.jobs.digest_missed, due, now):
-            await self._digest()
+        """A digest due since the last one (or missed while no instance ran) is sent now;
+        the check and the mark are one transaction (Jobs.digest_if_due)."""
+        async with self._digest_lock:
+            settings = self.settings()
+            now = self.clock()
+            due = previous_daily(now, settings.reminders.digest_at, settings.reminders.timezone)
+            await self._guarded("digest", lambda: self.jobs.digest_if_due(due, now))
 
     async def _guarded(self, name: str, work: Callable[[], int]) -> None:
         if not self.leader:
@@ -149,33 +157,36 @@ class Scheduler:
     async def _tick(self) -> None:
         await self._guarded("reminders", lambda: self.jobs.tick(self.clock()))
 
-    async def _digest(self) -> None:
-        await self._guarded("digest", lambda: self.jobs.digest(self.clock()))
-
-    async def _daily(self) -> None:
-        """Retention purge, then held-post expiry and the relayed index's 90 days."""
-        if not self.leader:
+    async def _retention_if_due(self) -> None:
+        """Daily at 03:17 in the current [reminders] timezone, and at once when this instance
+        becomes leader after a missed run: retention, then held-post expiry and the relayed
+        index's 90 days."""
+        if not self.leader or self._retention_lock.locked():
             return
-        try:
-            now = self.clock()
-            originals = await asyncio.to_thread(run_retention, self.database, now)
-            await asyncio.to_thread(self.jobs.housekeeping, now)
-        except Exception as error:
-            logs.event(
-                log, logging.ERROR, "retention-failed", error=type(error).__name__, exc_info=error
-            )
-            return
-        if originals and self.purged is not None:
-            await self.purged(originals)
+        async with self._retention_lock:
+            try:
+                settings = self.settings()
+                now = self.clock()
+                due = previous_daily(now, RETENTION_AT, settings.reminders.timezone)
+                if await asyncio.to_thread(self.jobs.claim_daily, RETENTION_KEY, due, now):
+                    await asyncio.to_thread(self._daily, settings, now)
+            except Exception as error:
+                logs.event(
+                    log,
+                    logging.ERROR,
+                    "retention-failed",
+                    error=type(error).__name__,
+                    exc_info=error,
+                )
 
-
-def run_retention(database: Database, now: datetime) -> list[str]:
-    """Purge every due case, one transaction each; the Message-IDs of their originals."""
-    with database.transaction() as session:
-        due = purge.due_cases(session, now)
-    originals: list[str] = []
-    for number in due:
-        with database.transaction() as session:
-            originals += purge.purge(session, number, now)
-        logs.event(log, logging.INFO, "case-purged", case=number)
-    return originals
+    def _daily(self, settings: Settings, now: datetime) -> None:
+        done = retention_job.apply(settings, self.database, now, self.tls_context)
+        self.jobs.housekeeping(now)
+        logs.event(
+            log,
+            logging.INFO,
+            "retention",
+            purged=len(done.purged),
+            originals_deleted=done.originals_deleted,
+            originals_pending=done.originals_pending,
+        )

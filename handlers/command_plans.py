@@ -188,7 +188,7 @@ def _unban(c: Context, command: ct.Unban) -> Plan:
             raise Refused(error.reason) from None
     list_address = command.list_address if command.scope is ct.BanScope.LIST else None
     return [
-        LiftBan(ban_id, pattern, list_address, c.sender, None, c.origin)
+        LiftBan(ban_id, pattern, list_address, c.sender, None, c.origin, c.policy.retention)
     ], f"ban {command.ban_id or pattern} lifted"
 
 
@@ -262,8 +262,9 @@ def _close(c: Context, command: ct.Close) -> Plan:
     ]
     accused = tuple(c.state.with_role("accused"))
     if outcome in retention.EXTENDING_OUTCOMES and accused:
-        floor = expunge if expunge is not None else c.now + c.policy.retention.banned_extra
-        effects.append(ExtendRetention(c.case, accused, floor))
+        # An open-ended date (a ban without end) keeps the earlier cases open-ended too:
+        # a finite floor would let them go before this one (they get a date once it ends).
+        effects.append(ExtendRetention(c.case, accused, expunge))
     when = format_until(expunge, c.policy.zone) if expunge else "while a ban lasts"
     return effects, f"closed as {outcome}; personal data kept until {when}"
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Literal
 
+from rules.retention import Retention
+
 # A case is either one that exists, or the one this outcome opens.
 NEW: Final = "new"
 CaseRef = int | Literal["new"]
@@ -128,6 +130,8 @@ class LiftBan:
     by: str
     allowed_lists: tuple[str, ...] | None = None  # a moderator's lists; None: any
     origin: Origin | None = None
+    # Lifting ends the ban: a closed case waiting for its end gets its expunge date.
+    retention: Retention | None = None
 
 
 @dataclass(frozen=True)
@@ -166,11 +170,12 @@ class MergeCase:
 
 @dataclass(frozen=True)
 class ExtendRetention:
-    """Earlier cases naming these accused keep their data at least until `until`."""
+    """Earlier cases naming these accused keep their data at least until `until`
+    (None: while the closing case's own date is open, theirs is open too)."""
 
     case: CaseRef
     accused: tuple[str, ...]
-    until: datetime
+    until: datetime | None
 
 
 @dataclass(frozen=True)

@@ -249,7 +249,15 @@ def confirm(message: ParsedMessage, snapshot: Snapshot, now: datetime) -> Outcom
             ban_id = int(command.ban_id) if command.ban_id and command.ban_id.isdigit() else None
             pattern = str(parse_pattern(command.pattern)) if command.pattern else None
             effects.append(
-                LiftBan(ban_id, pattern, command.list_address, pending.sender, allowed, origin)
+                LiftBan(
+                    ban_id,
+                    pattern,
+                    command.list_address,
+                    pending.sender,
+                    allowed,
+                    origin,
+                    policy.retention,
+                )
             )
         elif isinstance(command, ct.Release | ct.Discard):
             effects.append(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
+
+from rules import command_types as ct
+from rules.commands import CommandError, parse_commands
 
 OPEN_STATUSES = frozenset({"new", "investigating", "waiting", "resolved"})
 # Who a reminder goes to.
@@ -33,8 +36,15 @@ class CaseClock:
     created_at: datetime
     first_staff_mail_at: datetime | None
     last_activity_at: datetime
-    replied: bool  # a #reply went to the reporter (ends urgent pages)
     last_fired: Mapping[str, datetime] = field(default_factory=dict)
+    urgent_since: datetime | None = None  # the latest #urgent; None: urgent from intake
+    last_reply_at: datetime | None = None  # the latest #reply to the reporter
+
+    @property
+    def answered(self) -> bool:
+        """A #reply since the case became urgent ends its pages; one from before does not."""
+        since = self.urgent_since or self.created_at
+        return self.last_reply_at is not None and self.last_reply_at >= since
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ def due(case: CaseClock, periods: Periods, now: datetime) -> list[Due]:
         found.append(Due(case.number, "acknowledge", STAFF))
     if (
         case.urgent
-        and not case.replied
+        and not case.answered
         and _after(last.get("urgent", case.created_at), periods.urgent_repeat, now)
     ):
         found.append(Due(case.number, "urgent", STAFF_AND_DIRECTOR))
@@ -89,7 +99,26 @@ SUBJECTS = {
 
 
 def previous_daily(now: datetime, at: time, zone: tzinfo) -> datetime:
-    """The latest moment at `at` o'clock in `zone` that is not after `now`."""
+    """The latest moment at `at` o'clock in `zone` that is not after `now`.
+
+    Compared as instants: two datetimes with the same tzinfo compare by wall time, which
+    is wrong in the hour a DST change repeats.
+    """
     local = now.astimezone(zone)
     today = datetime.combine(local.date(), at, tzinfo=zone)
-    return today if today <= local else today - timedelta(days=1)
+    if today.astimezone(UTC) <= now.astimezone(UTC):
+        return today
+    return datetime.combine(local.date() - timedelta(days=1), at, tzinfo=zone)
+
+
+def urgent_switch(lines: Sequence[str], at: datetime) -> bool | None:
+    """What the command lines of one staff mail did to urgency: the last `#urgent` (True)
+    or `#urgent off` (False) among them, or None."""
+    parsed = parse_commands("\n".join(lines), sender="staff@invalid", tz=UTC, now=at)
+    if isinstance(parsed, CommandError):
+        return None
+    found: bool | None = None
+    for command in parsed.commands:
+        if isinstance(command, ct.Urgent):
+            found = command.on
+    return found

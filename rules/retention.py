@@ -42,6 +42,21 @@ def is_due(expunge: datetime | None, now: datetime) -> bool:
     return expunge is not None and expunge <= now
 
 
+def ban_end(expires_at: datetime | None, lifted_at: datetime | None) -> datetime | None:
+    """When a ban ended or will end: lifting it early is its end (None: it has no end yet)."""
+    if lifted_at is not None and (expires_at is None or lifted_at < expires_at):
+        return lifted_at
+    return expires_at
+
+
+def settled(own: datetime | None, floors: Sequence[datetime | None]) -> datetime | None:
+    """A case's date from its own outcome and the dates of later cases naming the same
+    accused (SPEC section 7a): no earlier than any of them; None while one of them is None."""
+    if own is None or any(floor is None for floor in floors):
+        return None
+    return max([own, *(floor for floor in floors if floor is not None)])
+
+
 def extended(current: datetime | None, floor: datetime | None) -> datetime | None:
     """An earlier case naming the same accused keeps its data no earlier than `floor`.
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from rules.bans import Ban, BanPattern, PatternKind
 from storage import audit
-from storage.models import BanRow, Meta
+from storage.models import BanRow, Meta, Timer
 
 VERSION_KEY = "bans_version"
 _INSERT_CHUNK = 5000
@@ -241,7 +241,51 @@ def lift(session: Session, ban_id: int, by: str, now: datetime) -> Ban | None:
     ban = _record(row).ban
     audit.append(session, at=now, action="ban-lifted", actor=by, case=ban.case, detail=_detail(ban))
     _bump_version(session)
+    _cancel_end_notice(session, ban, now)
     return ban
+
+
+def _cancel_end_notice(session: Session, ban: Ban, now: datetime) -> None:
+    """A lifted ban has no end to announce: its pending ban-end notice is cancelled.
+
+    A notice made by `#ban` does not know its ban's id (both come from one command), so
+    it is found by case and due time, unless another ban of the case ends then too.
+    """
+    if ban.case is None or ban.expires_at is None:
+        return
+    pending = (Timer.kind == "ban-end") & Timer.fired_at.is_(None) & Timer.cancelled_at.is_(None)
+    same_end = session.execute(
+        select(BanRow.id).where(
+            BanRow.case_number == ban.case,
+            BanRow.expires_at == ban.expires_at,
+            BanRow.lifted_at.is_(None),
+            BanRow.id != ban.id,
+        )
+    ).first()
+    unlinked = (
+        Timer.ref_id.is_(None) & (Timer.case_number == ban.case) & (Timer.due_at == ban.expires_at)
+    )
+    mine = Timer.ref_id == ban.id
+    session.execute(
+        update(Timer)
+        .where(pending, mine if same_end is not None else or_(mine, unlinked))
+        .values(cancelled_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def schedule_end_notice(session: Session, ban: Ban, now: datetime) -> None:
+    """Staff are told when a case's timed ban lapses (SPEC section 7)."""
+    if ban.case is not None and ban.expires_at is not None:
+        session.add(
+            Timer(
+                kind="ban-end",
+                case_number=ban.case,
+                ref_id=ban.id,
+                due_at=ban.expires_at,
+                created_at=now,
+            )
+        )
 
 
 def find_active(

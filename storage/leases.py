@@ -43,3 +43,12 @@ def holder_of(session: Session, name: str, now: datetime) -> str | None:
     if row is None or row.expires_at <= now:
         return None
     return row.holder
+
+
+def still_held(session: Session, name: str, holder: str, now: datetime) -> bool:
+    """Whether `holder` holds lease `name` at `now`; the row stays locked (PostgreSQL) until
+    the transaction ends, so nobody takes the lease over in the middle of its work."""
+    row = session.execute(
+        select(Lease.holder, Lease.expires_at).where(Lease.name == name).with_for_update()
+    ).one_or_none()
+    return row is not None and row.holder == holder and row.expires_at > now

@@ -288,3 +288,14 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PendingOriginal(Base):
+    """A purged case's original still in the IMAP processed_folder: deleted by Message-ID at
+    the next retention run that reaches the server (SPEC section 7a)."""
+
+    __tablename__ = "pending_originals"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    case_number: Mapped[int] = mapped_column(Integer, index=True)
+    message_id: Mapped[str] = mapped_column(String(998))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

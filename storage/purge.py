@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage import audit
-from storage.models import Case, InboxEntry, Message, OutboxEntry, Participant
+from storage.models import (
+    BanRow,
+    Case,
+    Confirmation,
+    HeldPost,
+    InboxEntry,
+    Message,
+    OutboxEntry,
+    Participant,
+    PendingOriginal,
+    Sanction,
+    Timer,
+)
+
+PURGED_PATTERN = "(purged)"  # an ended ban of a purged case; no address looks like it
 
 
 def due_cases(session: Session, now: datetime) -> list[int]:
@@ -27,59 +43,75 @@ def due_cases(session: Session, now: datetime) -> list[int]:
     )
 
 
-def purge(session: Session, number: int, now: datetime) -> list[str]:
-    """Remove bodies, addresses and names; returns the Message-IDs of its received mail
-    (the IMAP watcher deletes those originals from processed_folder)."""
-    received = [
-        mid
-        for mid in session.execute(
-            select(Message.message_id).where(
-                Message.case_number == number, Message.direction == "in"
-            )
-        ).scalars()
-        if mid
-    ]
-    inbox_ids = [
-        i
-        for i in session.execute(
-            select(Message.inbox_id).where(Message.case_number == number)
-        ).scalars()
-        if i is not None
-    ]
-    outbox_ids = [
-        i
-        for i in session.execute(
-            select(Message.outbox_id).where(Message.case_number == number)
-        ).scalars()
-        if i is not None
-    ]
+def purge(session: Session, number: int, now: datetime, *, imap_originals: bool) -> list[str]:
+    """Remove bodies, addresses, names and notes; returns the Message-IDs of its received
+    mail. With `imap_originals` they are kept as pending until their IMAP originals are
+    deleted (`originals_pending`, `originals_deleted`); the case's own rows keep none."""
+    received = sorted(
+        {
+            mid
+            for mid in session.execute(
+                select(Message.message_id).where(
+                    Message.case_number == number, Message.direction == "in"
+                )
+            ).scalars()
+            if mid
+        }
+    )
+    inbox_ids = _ids(session, select(Message.inbox_id).where(Message.case_number == number))
+    outbox_ids = _ids(session, select(Message.outbox_id).where(Message.case_number == number))
     session.execute(
         update(Message)
         .where(Message.case_number == number)
-        .values(raw=None, text=None, subject=None, sender=None, recipients=None, party=None)
+        .values(
+            raw=None,
+            text=None,
+            subject=None,
+            sender=None,
+            recipients=None,
+            party=None,
+            message_id=None,
+        )
     )
     if inbox_ids:
         session.execute(
             update(InboxEntry)
             .where(InboxEntry.id.in_(inbox_ids))
-            .values(raw=b"", envelope_sender=None, envelope_recipients="[]", last_error=None)
+            .values(
+                raw=b"",
+                message_id=None,
+                envelope_sender=None,
+                envelope_recipients="[]",
+                last_error=None,
+            )
         )
-    if outbox_ids:
+        # Moderation commands that came in with this case's mail.
         session.execute(
-            update(OutboxEntry)
-            .where(OutboxEntry.id.in_(outbox_ids))
-            .values(raw=None, recipient="", caused_by=None, last_error=None)
+            update(Confirmation)
+            .where(Confirmation.inbox_id.in_(inbox_ids))
+            .values(sender="", commands="")
         )
+    outbox = OutboxEntry.case_number == number
+    if outbox_ids:
+        outbox = or_(outbox, OutboxEntry.id.in_(outbox_ids))
     session.execute(
         update(OutboxEntry)
-        .where(OutboxEntry.case_number == number)
-        .values(raw=None, recipient="", caused_by=None)
+        .where(outbox)
+        .values(raw=None, recipient="", caused_by=None, last_error=None)
     )
     session.execute(
         update(Participant)
         .where(Participant.case_number == number)
         .values(address=None, written=None, name=None)
     )
+    session.execute(update(Sanction).where(Sanction.case_number == number).values(note=None))
+    session.execute(
+        update(Timer)
+        .where(Timer.case_number == number)
+        .values(note=None, recipient=None, cancelled_at=func.coalesce(Timer.cancelled_at, now))
+    )
+    _purge_bans(session, number, now)
+    _purge_held(session, number, now)
     session.execute(
         update(Case)
         .where(Case.number == number)
@@ -87,4 +119,67 @@ def purge(session: Session, number: int, now: datetime) -> list[str]:
     )
     audit.purge_case(session, number)
     audit.append(session, at=now, action="purged", actor=None, case=number)
+    if imap_originals:
+        session.add_all(
+            PendingOriginal(case_number=number, message_id=mid, created_at=now) for mid in received
+        )
     return received
+
+
+def _ids(session: Session, query: Select[Any]) -> list[int]:
+    return [i for i in session.execute(query).scalars() if i is not None]
+
+
+def _purge_bans(session: Session, number: int, now: datetime) -> None:
+    """A ban still in force keeps its pattern (it is still enforced); one that ended keeps
+    only its dates and scope."""
+    ended = or_(
+        BanRow.lifted_at.is_not(None),
+        (BanRow.expires_at.is_not(None)) & (BanRow.expires_at <= now),
+    )
+    session.execute(
+        update(BanRow)
+        .where(BanRow.case_number == number, ended)
+        .values(pattern=PURGED_PATTERN, reason=None)
+    )
+    session.execute(update(BanRow).where(BanRow.case_number == number).values(reason=None))
+
+
+def _purge_held(session: Session, number: int, now: datetime) -> None:
+    """Held posts linked to the case: a post still waiting is discarded with it."""
+    session.execute(
+        update(HeldPost)
+        .where(HeldPost.case_number == number, HeldPost.state == "held")
+        .values(state="discarded", decided_at=now, decided_by="retention")
+    )
+    session.execute(
+        update(HeldPost)
+        .where(HeldPost.case_number == number)
+        .values(
+            raw=None,
+            sender=None,
+            subject=None,
+            envelope_sender=None,
+            envelope_recipients="[]",
+            reason="",
+        )
+    )
+
+
+def originals_pending(session: Session) -> list[str]:
+    """Message-IDs whose IMAP originals are still to be deleted, oldest first."""
+    return list(
+        dict.fromkeys(
+            session.execute(
+                select(PendingOriginal.message_id).order_by(PendingOriginal.id)
+            ).scalars()
+        )
+    )
+
+
+def originals_deleted(session: Session, message_ids: Sequence[str]) -> None:
+    """The IMAP server has no longer any of these (deleted now, or found nowhere)."""
+    if message_ids:
+        session.execute(
+            delete(PendingOriginal).where(PendingOriginal.message_id.in_(list(message_ids)))
+        )

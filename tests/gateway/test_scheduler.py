@@ -14,7 +14,8 @@ from sqlalchemy import select, update
 
 from gateway.pipeline import Pipeline
 from gateway.reminder_jobs import Jobs
-from gateway.scheduler import Scheduler, run_retention
+from gateway.retention_job import run_retention
+from gateway.scheduler import Scheduler
 from rules.tokens import reply_token
 from storage import audit, inbox
 from storage.db import Database
@@ -129,14 +130,13 @@ def test_the_digest_lists_open_cases_but_not_to_recused_staff(gw: Gateway) -> No
     with gw.database.transaction() as session:
         link = audit.latest_link(session)
     assert link[:40] in by_reader["alice@example.org"].replace("=\r\n", "")
-    assert not jobs.digest_missed(now - timedelta(minutes=1), now)
-    assert jobs.digest_missed(now + timedelta(minutes=1), now)
+    assert jobs.digest_if_due(now - timedelta(minutes=1), now) == 0  # the one just sent
+    assert jobs.digest_if_due(now + timedelta(minutes=1), now + timedelta(minutes=2)) == 2
 
 
 def test_retention_purges_people_and_bodies_and_the_chain_still_verifies(gw: Gateway) -> None:
     staff_command(gw, "#close no-violation\r\n")
-    purged = run_retention(gw.database, gw.now() + timedelta(seconds=1))
-    assert "s-rep1@example.net" in purged
+    assert run_retention(gw.settings, gw.database, gw.now() + timedelta(seconds=1)) == [1]
     with gw.database.transaction() as session:
         case = session.get(Case, 1)
         assert case is not None
@@ -155,7 +155,7 @@ def test_retention_purges_people_and_bodies_and_the_chain_still_verifies(gw: Gat
 
 def test_a_case_not_yet_due_is_kept(gw: Gateway) -> None:
     staff_command(gw, "#close resolved\r\n")
-    assert run_retention(gw.database, gw.now() + timedelta(days=1)) == []
+    assert run_retention(gw.settings, gw.database, gw.now() + timedelta(days=1)) == []
 
 
 def scheduler(url: str, gw: Gateway) -> Scheduler:
@@ -196,5 +196,6 @@ def test_one_leader_among_instances_and_takeover_after_its_lease(
 def test_a_new_install_has_missed_no_digest_but_a_restart_catches_up(gw: Gateway) -> None:
     jobs = Jobs(lambda: gw.settings, gw.database, gw.secrets)
     now = gw.now()
-    assert not jobs.digest_missed(now - timedelta(hours=1), now)  # first start: nothing
-    assert jobs.digest_missed(now + timedelta(hours=23), now + timedelta(hours=24))
+    assert jobs.digest_if_due(now - timedelta(hours=1), now) == 0  # first start: nothing
+    assert jobs.digest_if_due(now + timedelta(hours=23), now + timedelta(hours=24)) == 2
+    assert jobs.digest_if_due(now + timedelta(hours=23), now + timedelta(hours=25)) == 0

@@ -1,0 +1,75 @@
+"""Retention (SPEC section 7a) as the daily job and `cases purge` run it: dates, purge, IMAP."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway import imap_purge, logs
+from gateway.config import Settings
+from gateway.snapshot_builder import policy_from
+from storage import purge, retention_dates
+from storage.db import Database
+
+log = logs.get("retention")
+
+
+@dataclass(frozen=True)
+class Retained:
+    purged: list[int]  # case numbers purged by this run
+    originals_deleted: int  # IMAP originals deleted by this run
+    originals_pending: int  # still on the IMAP server: the next run tries again
+
+
+def run_retention(settings: Settings, database: Database, now: datetime) -> list[int]:
+    """Date the closed cases whose bans have all ended, then purge every due case, one
+    transaction each; the numbers purged. With IMAP on, their originals' Message-IDs
+    stay pending until `delete_originals` reaches the server."""
+    with database.transaction() as session:
+        for number in retention_dates.settle(session, policy_from(settings).retention, now):
+            logs.event(log, logging.INFO, "retention-dated", case=number)
+        due = purge.due_cases(session, now)
+    for number in due:
+        with database.transaction() as session:
+            purge.purge(session, number, now, imap_originals=settings.imap.enabled)
+        logs.event(log, logging.INFO, "case-purged", case=number)
+    return due
+
+
+def delete_originals(
+    settings: Settings, database: Database, tls_context: ssl.SSLContext | None = None
+) -> tuple[int, int]:
+    """Delete pending originals from processed_folder: (deleted, still pending).
+
+    A server that cannot be reached leaves them pending, for the next run (daily, or
+    `cases purge`); with IMAP turned off nothing is tried and nothing is kept pending.
+    """
+    with database.transaction() as session:
+        pending = purge.originals_pending(session)
+    if not pending:
+        return 0, 0
+    if not settings.imap.enabled:
+        with database.transaction() as session:
+            purge.originals_deleted(session, pending)
+        return 0, 0
+    deleted = imap_purge.delete_by_message_id(settings, pending, tls_context)
+    if deleted is None:
+        logs.event(log, logging.WARNING, "imap-purge-deferred", originals=len(pending))
+        return 0, len(pending)
+    with database.transaction() as session:
+        purge.originals_deleted(session, pending)
+    return deleted, 0
+
+
+def apply(
+    settings: Settings,
+    database: Database,
+    now: datetime,
+    tls_context: ssl.SSLContext | None = None,
+) -> Retained:
+    """The whole of retention: what the 03:17 job and `cases purge` do."""
+    purged = run_retention(settings, database, now)
+    deleted, pending = delete_originals(settings, database, tls_context)
+    return Retained(purged, deleted, pending)
