@@ -124,5 +124,7 @@ def decide(
     if not rejected:
         return ListDecision(tuple(verdicts), None)
     deciding = [hit for v in rejected for hit in v.hits]
-    reply = posting_refused([v.target.list_address for v in rejected], _latest_end(deciding), zone)
+    # dev@ and dev-join@ are one list: name it once.
+    named = list(dict.fromkeys(v.target.list_address for v in rejected))
+    reply = posting_refused(named, _latest_end(deciding), zone)
     return ListDecision(tuple(verdicts), reply)

@@ -196,9 +196,12 @@ def _conduct_subaddress(table: RoutingTable, rcpt: _Recipient) -> _Hit | None:
 
 
 def _list_address(table: RoutingTable, rcpt: _Recipient) -> _Hit | None:
-    if (rcpt.local, rcpt.domain) not in table.lists:
-        return None
-    return _Hit(list_address=f"{rcpt.local}@{rcpt.domain}", bans_apply=True)
+    # `dev+tag@` is `dev@` (Mailman 3 drops the +suffix of every list address it reads),
+    # so it reaches the list and the list's bans apply to it.
+    for local in dict.fromkeys((rcpt.local, rcpt.local.partition("+")[0])):
+        if (local, rcpt.domain) in table.lists:
+            return _Hit(list_address=f"{local}@{rcpt.domain}", bans_apply=True)
+    return None
 
 
 def _split_suffix(local: str) -> tuple[str, str | None]:

@@ -125,9 +125,25 @@ def test_list_whose_name_ends_like_a_suffix_is_matched_exactly_first() -> None:
     )
 
 
+def test_a_tagged_list_address_is_the_list_and_its_bans_apply() -> None:
+    # As Mailman 3 reads it: the +suffix of a list address is dropped.
+    result = route(TABLE, "Dev+Topic@lists.example.org")
+    assert (result.kind, result.rule, result.list_address, result.bans_apply) == (
+        RouteKind.LIST,
+        "list-address",
+        "dev@lists.example.org",
+        True,
+    )
+    assert result.recipient == "Dev+Topic@lists.example.org"  # relayed as written
+
+
 @pytest.mark.parametrize(
     "recipient",
-    ["nosuchlist@lists.example.org", "dev+tag@lists.example.org", "dev-admin@lists.example.org"],
+    [
+        "nosuchlist@lists.example.org",
+        "nosuchlist+tag@lists.example.org",
+        "dev-admin@lists.example.org",
+    ],
 )
 def test_other_addresses_at_a_served_lists_domain_are_unknown(recipient: str) -> None:
     result = route(TABLE, recipient)
