@@ -63,7 +63,6 @@ def components(
 ) -> list[Component]:
     """What this configuration runs, in start order (they stop in reverse)."""
     from gateway.ban_cache import BanCache
-    from gateway.imap_purge import purger
     from gateway.imap_watcher import ImapWatcher
     from gateway.list_service import ListService
     from gateway.metrics import Metrics, staff_signed
@@ -87,9 +86,7 @@ def components(
     sender = OutboxSender(current, database, _clock, upstream=lists.deliver_upstream)
     pipeline = Pipeline(current, database, found, _clock, on_mail=sender.notify)
     ingress = SmtpIngress(current, database, lists, _clock, pipeline.notify, metrics=metrics)
-    scheduler = Scheduler(
-        current, database, found, _clock, on_mail=sender.notify, purged=purger(current)
-    )
+    scheduler = Scheduler(current, database, found, _clock, on_mail=sender.notify)
     running: list[Component] = [bans, lists, sender, pipeline, scheduler, ingress]
     watcher = None
     if settings.imap.enabled:
