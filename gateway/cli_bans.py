@@ -21,7 +21,7 @@ from rich.progress import Progress
 from gateway import cli_render
 from gateway.config import Settings
 from gateway.snapshot_builder import policy_from
-from rules.addresses import AddressError, normalise, normalise_domain
+from rules.addresses import AddressError, normalise, normalise_domain, normalise_list
 from rules.bans import (
     BadPattern,
     BanIndex,
@@ -55,12 +55,13 @@ def _print_json(value: Any) -> None:
 
 
 def served_list(settings: Settings, text: str) -> str:
-    """The list address, lower-cased, when the gateway serves it; else Refused."""
-    address = text.strip().lower()
+    """The list address, normalised as routing has it, when the gateway serves it; else Refused."""
+    try:
+        address = normalise_list(text)
+    except AddressError:
+        address = text.strip().lower()
     domain = address.rpartition("@")[2]
-    if address in settings.relay.lists or domain in {
-        d.lower() for d in settings.relay.list_domains
-    }:
+    if address in settings.relay.lists or domain in settings.relay.list_domains:
         return address
     raise Refused(
         f"{text} is not a served list (expected an address in [relay] lists, "

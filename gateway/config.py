@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from gateway import config_values as v
 from gateway.config_values import HostPort, Person, ValueProblem
+from rules.addresses import normalise_list
 from rules.errors import GatewayError
 
 DEFAULT_PATH = Path("/etc/conduct-gateway/gateway.ini")
@@ -396,7 +397,7 @@ class _Reader:
         return RelaySettings(
             upstream=self.get("relay", "upstream", v.host_port),
             upstream_protocol=self.get("relay", "upstream_protocol", v.choice("lmtp", "smtp")),
-            lists=tuple(a.lower() for a in self.get("relay", "lists", v.addresses)),
+            lists=tuple(normalise_list(a) for a in self.get("relay", "lists", v.addresses)),
             list_domains=self.get("relay", "list_domains", v.domains),
             ban_action=self.get("relay", "ban_action", v.choice("reject", "hold", "discard")),
             hold_days=hold_days,
@@ -408,7 +409,7 @@ class _Reader:
         result: dict[str, tuple[str, ...]] = {}
         for key in self.parser["moderators"]:
             try:
-                list_address = v.address(key).lower()
+                list_address = normalise_list(v.address(key))
             except ValueProblem as problem:
                 raise ConfigError(
                     self.path,

@@ -94,6 +94,17 @@ def normalise(address: str) -> str:
     return f"{_normalise_local(local, address)}@{ascii_domain}"
 
 
+def normalise_list(address: str) -> str:
+    """A list address as configuration, routing, bans and held posts all compare it:
+    `Dev@Bücher.Example` -> `dev@xn--bcher-kva.example`. Unlike `normalise`, a `+tag`
+    stays: a list's name is the whole local part."""
+    local, domain = _split_raw(address)
+    try:
+        return f"{local.lower()}@{normalise_domain(domain)}"
+    except AddressError as exc:
+        raise AddressError(address, exc.reason) from None
+
+
 def split(address: str) -> tuple[str, str]:
     """The normalised local part and domain."""
     local, _at, domain = normalise(address).rpartition("@")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from rules import re2set
-from rules.addresses import AddressError, normalise, normalise_domain
+from rules.addresses import AddressError, normalise, normalise_domain, normalise_list
 from rules.errors import GatewayError
 
 # A made-up local part: a regex that catches it at a local domain is taken to catch
@@ -168,7 +169,17 @@ class Ban:
         return self.expires_at is None or now < self.expires_at
 
     def covers_list(self, list_address: str) -> bool:
-        return self.list is None or self.list.strip().lower() == list_address.strip().lower()
+        return self.list is None or _list_key(self.list) == _list_key(list_address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _list_key(list_address: str) -> str:
+    # Bans stored before list addresses were normalised, or written with a Unicode
+    # domain, still cover their list (IDNA once per distinct list, not per lookup).
+    try:
+        return normalise_list(list_address)
+    except AddressError:
+        return list_address.strip().lower()
 
 
 def _preference(ban: Ban) -> tuple[tuple[int, float], bool, int, int]:

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from rules import command_types as ct
 from rules import command_words as cw
-from rules.addresses import AddressError, normalise
+from rules.addresses import AddressError, normalise, normalise_list
 from rules.errors import GatewayError
 
 COMMAND_NAMES: tuple[str, ...] = tuple(name.value for name in ct.CommandName)
@@ -213,7 +213,12 @@ def _scope(options: dict[str, str]) -> tuple[ct.BanScope, str | None]:
     value = options["list"].strip().lower()
     if not value:
         raise cw.BadArgument("list= needs a list address or all")
-    return (ct.BanScope.ALL, None) if value == ct.ALL_LISTS else (ct.BanScope.LIST, value)
+    if value == ct.ALL_LISTS:
+        return ct.BanScope.ALL, None
+    try:  # as routing names the list, so `list=dev@bücher.example` scopes the ban right
+        return ct.BanScope.LIST, normalise_list(value)
+    except AddressError:
+        return ct.BanScope.LIST, value  # refused later as a list this gateway does not serve
 
 
 def _ban(words: cw.Words, context: _Context) -> ct.Command:
