@@ -186,6 +186,17 @@ def test_serve_accepts_a_rotated_secret_and_records_it(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["audit", "verify", "-c", str(cfg)])
     assert result.exit_code == 0
     assert result.output.startswith("1 events")
+    from sqlalchemy import select
+
+    from gateway import config
+    from storage.db import Database
+    from storage.models import AuditEvent
+
+    database = Database(config.load(cfg).storage.url)
+    with database.transaction() as session:
+        [event] = session.execute(select(AuditEvent)).scalars().all()
+        assert (event.action, event.actor) == ("secret-rotated", "gateway")
+    database.dispose()
 
 
 @pytest.mark.postgres
