@@ -147,6 +147,8 @@ class Executor:
             case = self._case(effect.case, applied)
             assert case is not None
             cases.update_case(session, case, effect.changes, now)
+            if "expunge_at" in effect.changes:
+                commands.follow_merged_expunge(session, case)
         elif isinstance(effect, Audit):
             audit.append(
                 session,

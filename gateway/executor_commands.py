@@ -86,7 +86,7 @@ def lift_ban(session: Session, effect: LiftBan, now: datetime) -> None:
         raise EffectRefused(effect.origin, "that ban is not on a list you moderate")
     for ban in found:
         bans.lift(session, ban.id, effect.by, now)
-    if effect.retention is not None and ban.case is not None:
+    if effect.retention is not None and any(ban.case is not None for ban in found):
         retention_dates.settle(session, effect.retention, now)
 
 
@@ -156,20 +156,37 @@ def decide_held(session: Session, effect: DecideHeld, now: datetime) -> None:
         raise EffectRefused(effect.origin, f"held post {held_id} was already decided")
 
 
+def _recused(session: Session, case: int, address: str) -> bool:
+    return bool(
+        session.execute(
+            select(Participant.recused).where(
+                Participant.case_number == case, Participant.address == address
+            )
+        ).scalar()
+    )
+
+
 def merge_case(session: Session, effect: MergeCase, into: int, now: datetime) -> None:
     """Fold the source case's messages, people, bans and sanctions into `into`."""
     source = session.get(Case, effect.source)
     if source is None or source.purged_at is not None or source.merged_into is not None:
         raise EffectRefused(effect.origin, f"no case #{effect.source} to merge")
-    known = set(
-        session.execute(
-            select(Participant.address).where(Participant.case_number == into)
+    if effect.by is not None and _recused(session, effect.source, effect.by):
+        # Merging would hand them the case they recused from.
+        raise EffectRefused(effect.origin, f"you are recused from case #{effect.source}")
+    known = {
+        person.address: person
+        for person in session.execute(
+            select(Participant).where(Participant.case_number == into)
         ).scalars()
-    )
+    }
     for person in session.execute(
         select(Participant).where(Participant.case_number == effect.source)
     ).scalars():
-        if person.address in known:
+        kept = known.get(person.address)
+        if kept is not None:
+            # Recused from either case means recused from the merged one.
+            kept.recused = kept.recused or person.recused
             session.delete(person)
         else:
             person.case_number = into
@@ -189,12 +206,30 @@ def merge_case(session: Session, effect: MergeCase, into: int, now: datetime) ->
     source.status = "closed"
     source.closed_at = now
     source.updated_at = now
+    target = session.get(Case, into)
+    source.expunge_at = target.expunge_at if target is not None else None
     audit.append(
         session, at=now, action="merged", actor=None, case=effect.source, detail={"into": into}
     )
     audit.append(
         session, at=now, action="merged-in", actor=None, case=into, detail={"from": effect.source}
     )
+
+
+def follow_merged_expunge(session: Session, into: int) -> None:
+    """Cases merged into `into` (an empty shell each) are expunged with it (SPEC 7a)."""
+    pending = [into]
+    for _hop in range(100):  # merges chain; a cycle cannot form, but never loop forever
+        if not pending:
+            return
+        number = pending.pop()
+        date = session.execute(select(Case.expunge_at).where(Case.number == number)).scalar()
+        merged = session.execute(
+            select(Case).where(Case.merged_into == number, Case.purged_at.is_(None))
+        ).scalars()
+        for row in merged:
+            row.expunge_at = date
+            pending.append(row.number)
 
 
 def extend_retention(session: Session, effect: ExtendRetention, case: int, now: datetime) -> None:

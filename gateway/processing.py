@@ -49,6 +49,7 @@ def process(
     where = snapshot_builder.addressing(
         settings, entry.envelope_recipients, when if imported else entry.received_at
     )
+    where = snapshot_builder.follow_merges(session, where)
     snapshot = snapshot_builder.build(session, settings, secrets, parsed, where, now, entry.raw)
     incoming = Incoming(parsed, where, snapshot, when, imported=imported)
     outcome = handle(incoming)

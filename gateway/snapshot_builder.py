@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
@@ -25,6 +26,7 @@ from rules import routing, threading, tokens
 from rules.addresses import normalise
 from rules.retention import Retention
 from storage import bans, cases, confirmations, outbox
+from storage.models import Case
 
 
 def team_from(settings: Settings) -> Team:
@@ -83,15 +85,35 @@ def _signed(
     copies with their own signed Reply-To before they are its participants."""
     if not isinstance(detail, tokens.Signed):
         return None
-    view = cases.views(session, [detail.number]).get(detail.number)
+    # A merged case's people moved to the case it was merged into: their tokens reach it.
+    target = merge_target(session, detail.number)
+    view = cases.views(session, [target]).get(target)
     if view is None:
         return None
     candidates = [p.address for p in view.participants]
     candidates += [p.address for p in (*team.staff, team.director)]
     for address in dict.fromkeys(candidates):
         if tokens.verify_token(secrets.all, detail.number, address, detail.token):
-            return Signed(detail.number, address)
+            return Signed(target, address)
     return None
+
+
+def merge_target(session: Session, number: int) -> int:
+    """The case that `number` was merged into, following merges of merges; else `number`."""
+    for _hop in range(100):
+        into = session.execute(select(Case.merged_into).where(Case.number == number)).scalar()
+        if into is None:
+            return number
+        number = into
+    return number
+
+
+def follow_merges(session: Session, where: Addressing) -> Addressing:
+    """`conduct+N@` of a merged case names the case it was merged into."""
+    if not where.case_numbers:
+        return where
+    numbers = tuple(dict.fromkeys(merge_target(session, n) for n in where.case_numbers))
+    return replace(where, case_numbers=numbers)
 
 
 def build(

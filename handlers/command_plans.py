@@ -235,7 +235,8 @@ def _discard(c: Context, command: ct.Discard) -> Plan:
 def _merge(c: Context, command: ct.Merge) -> Plan:
     if command.case == c.case:
         raise Refused("a case cannot be merged into itself")
-    return [MergeCase(command.case, c.case, c.origin)], f"case #{command.case} merged into this one"
+    merge = MergeCase(command.case, c.case, c.origin, c.sender)
+    return [merge], f"case #{command.case} merged into this one"
 
 
 def _moderate_only(_c: Context, command: ct.Command) -> Plan:

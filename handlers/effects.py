@@ -166,6 +166,7 @@ class MergeCase:
     source: int
     into: CaseRef
     origin: Origin | None = None
+    by: str | None = None  # refused when they are recused from the source case
 
 
 @dataclass(frozen=True)

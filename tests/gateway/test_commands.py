@@ -506,3 +506,78 @@ def test_a_note_from_staff_added_after_the_case_opened_stays_with_staff(gw: Gate
     notes = [m for m in mails(gw, "note") if b"more tomorrow" in (m.raw or b"")]
     assert sorted(m.recipient for m in notes) == ["alice@example.org", "bob@example.org"]
     assert [m for m in mails(gw) if m.recipient == "rita@example.net"][1:] == []
+
+
+def second_case(gw: Gateway) -> None:
+    """Case 2, reported by Wendy."""
+    store(
+        gw,
+        REPORT.replace(b"c-rep1", b"c-rep3").replace(b"Rita Reporter <rita@", b"Wendy <wendy@"),
+        "wendy@example.net",
+        ("conduct@example.org",),
+    )
+    run(gw)
+
+
+def participants(gw: Gateway, number: int) -> dict[str, Participant]:
+    with gw.database.transaction() as session:
+        rows = session.execute(select(Participant).where(Participant.case_number == number))
+        return {p.address: p for p in rows.scalars()}
+
+
+def test_merge_is_refused_when_the_sender_is_recused_on_the_other_case(gw: Gateway) -> None:
+    second_case(gw)
+    command(gw, "#recuse\r\n", case=2)
+    command(gw, "#merge 2\r\n")
+    assert case(gw, 2).merged_into is None
+    assert "recused" in last_result(gw)
+    assert participants(gw, 1)["alice@example.org"].recused is False
+
+
+def test_merge_carries_recusals_into_the_target(gw: Gateway) -> None:
+    second_case(gw)
+    command(gw, "#recuse\r\n", sender="bob@example.org", case=2)
+    command(gw, "#merge 2\r\n")
+    assert case(gw, 2).merged_into == 1
+    assert participants(gw, 1)["bob@example.org"].recused is True
+    before = [m.id for m in mails(gw) if m.recipient == "bob@example.org"]
+    address = signed(gw, 1, "rita@example.net")
+    store(
+        gw,
+        b"From: rita@example.net\r\nTo: " + address.encode() + b"\r\nSubject: more\r\n"
+        b"Message-ID: <more1@example.net>\r\n\r\nMore detail.\r\n",
+        None,
+        (address,),
+    )
+    run(gw)
+    assert [m.id for m in mails(gw) if m.recipient == "bob@example.org"] == before
+
+
+def test_mail_to_a_merged_case_s_addresses_reaches_the_target(gw: Gateway) -> None:
+    second_case(gw)
+    command(gw, "#merge 2\r\n")
+    for n, to in enumerate((signed(gw, 2, "wendy@example.net"), "conduct+2@example.org")):
+        raw = (
+            f"From: Wendy <wendy@example.net>\r\nTo: {to}\r\nSubject: Re: my report\r\n"
+            f"Message-ID: <w-more{n}@example.net>\r\n\r\nOne more thing {n}.\r\n"
+        ).encode()
+        store(gw, raw, "wendy@example.net", (to,))
+        run(gw)
+        assert len(cases_of(gw)) == 2
+        copies = [m for m in mails(gw, "copy") if f"One more thing {n}.".encode() in (m.raw or b"")]
+        assert sorted(m.recipient for m in copies) == ["alice@example.org", "bob@example.org"]
+        assert {m.case_number for m in copies} == {1}
+    # Staff replying to the merged case's copies command the target.
+    command(gw, "#status investigating\r\n", case=2)
+    assert case(gw, 1).status == "investigating"
+
+
+def test_a_merged_case_is_expunged_with_its_target(gw: Gateway) -> None:
+    second_case(gw)
+    command(gw, "#merge 2\r\n")
+    command(gw, "#close resolved\r\n")
+    closed = case(gw, 1)
+    assert closed.expunge_at is not None
+    assert case(gw, 2).expunge_at == closed.expunge_at
+    command(gw, "#status investigating\r\n")
+    assert case(gw, 2).expunge_at is None
