@@ -83,7 +83,13 @@ def components(
     metrics.know_commanders(lambda signed: staff_signed(signed, _commanders(current()), found.all))
     bans = BanCache(database, clock=_clock)
     lists = ListService(current, database, bans, found, _clock, on_mail=mail_owed, metrics=metrics)
-    sender = OutboxSender(current, database, _clock, upstream=lists.deliver_upstream)
+    sender = OutboxSender(
+        current,
+        database,
+        _clock,
+        upstream=lists.deliver_upstream,
+        upstream_failed=lists.upstream_failed,
+    )
     pipeline = Pipeline(current, database, found, _clock, on_mail=sender.notify)
     ingress = SmtpIngress(current, database, lists, _clock, pipeline.notify, metrics=metrics)
     scheduler = Scheduler(current, database, found, _clock, on_mail=sender.notify)
@@ -100,6 +106,7 @@ def components(
                     bans.index.match(address, list_address, now)
                 ),
                 _clock,
+                database=database,
             )
         )
     if settings.metrics_listen is not None:  # last: every figure it shows exists by then

@@ -1,4 +1,4 @@
-"""The list relay behind the ingress: bans at RCPT and DATA, holds, discards, before-queue relay."""
+"""The list relay behind the ingress: bans at RCPT and DATA, then the before-queue relay."""
 
 from __future__ import annotations
 
@@ -8,29 +8,25 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from gateway import logs, parsing, relay
+from gateway import logs, relay
 from gateway.ban_cache import BanCache
 from gateway.config import Settings
-from gateway.executor import Executor, Source
 from gateway.list_gate import IncomingEnvelope
+from gateway.list_records import ListRecords, needs_smtputf8, trace_field
 from gateway.metrics import Metrics
-from gateway.processing import identity
 from gateway.secret import Secrets
-from handlers.effects import Effect, Outcome, SendMail
-from handlers.list_posts import ListDecision, ListTarget, ListVerdict, NoContact, decide
-from handlers.message import ParsedMessage
+from handlers.list_posts import ListTarget, ListVerdict, NoContact, decide
 from handlers.outcome import Verdict
-from rules import tokens
 from rules.addresses import AddressError, normalise
 from rules.list_identities import Identities, IdentityProblem, identities
 from rules.refusals import posting_refused
 from rules.retry import DeliveryResult
 from rules.routing import Route
-from rules.trace import received_field
-from storage import audit, held, no_contact, outbox, relayed
+from storage import no_contact, relayed
 from storage.db import Database
 from storage.outbox import OutgoingMail
 
@@ -39,6 +35,8 @@ UPSTREAM_DOWN = "451 4.4.1 The list server is not available; try again later"
 HELD_REPLY = "250 2.0.0 Ok: held for moderation"
 DISCARDED_REPLY = "250 2.0.0 Ok"
 RELAY_STEP_TIMEOUT = 120.0
+DEADLINE_SHARE = 0.8  # of [smtp] timeout, for the whole relay of one post
+T = TypeVar("T")
 REFRESH_SECONDS = 1.0
 
 
@@ -61,9 +59,8 @@ class ListService:
         self.metrics = metrics or Metrics(clock)
         self.database = database
         self.bans = bans
-        self.secrets = secrets
         self.clock = clock
-        self.on_mail = on_mail
+        self.records = ListRecords(settings, database, secrets, clock, on_mail)
         self._no_contact: dict[str, frozenset[str]] = {}
         self._relayed: list[tuple[str, str, str, datetime]] = []
         self._task: asyncio.Task[None] | None = None
@@ -137,28 +134,10 @@ class ListService:
         if settings.relay.ban_action != "reject":
             return None  # hold or discard: decided with the headers at DATA
         self.metrics.ban_hits(["envelope"])  # hold and discard count theirs at DATA
-        await self._audit_hit("envelope", ban.id, route.list_address, "reject")
+        await asyncio.to_thread(
+            self.records.ban_hit, "envelope", ban.id, route.list_address, "reject"
+        )
         return posting_refused([route.list_address], ban.expires_at, settings.reminders.timezone)
-
-    async def _audit_hit(
-        self, identity_kind: str, ban_id: int, list_address: str, verdict: str
-    ) -> None:
-        def write() -> None:
-            with self.database.transaction() as session:
-                audit.append(
-                    session,
-                    at=self.clock(),
-                    action="ban-hit",
-                    actor="gateway",
-                    detail={
-                        "identity": identity_kind,
-                        "ban": ban_id,
-                        "list": list_address,
-                        "verdict": verdict,
-                    },
-                )
-
-        await asyncio.to_thread(write)
 
     # -- DATA -----------------------------------------------------------------------
 
@@ -168,11 +147,12 @@ class ListService:
         routes: Sequence[Route],
         raw: bytes,
     ) -> str:
+        settings = self.settings()
+        deadline = time.monotonic() + relay_budget(settings)
         found = identities(raw)
         if isinstance(found, IdentityProblem):
             logs.event(log, logging.INFO, "list-post-refused", rule=found.reason)
             return self.metrics.list_reply(found.reply)
-        settings = self.settings()
         now = self.clock()
         targets = [
             ListTarget(r.list_address or r.recipient, r.recipient, r.bans_apply) for r in routes
@@ -189,7 +169,7 @@ class ListService:
             zone=settings.reminders.timezone,
         )
         if any(v.verdict is not Verdict.ACCEPT for v in decision.verdicts):
-            await asyncio.to_thread(self._record, decision, envelope, raw, found, now)
+            await asyncio.to_thread(self.records.record, decision, envelope, raw, found, now)
         for verdict in decision.verdicts:
             logs.event(
                 log,
@@ -212,7 +192,7 @@ class ListService:
             held_any = decision.with_verdict(Verdict.HOLD)
             self.metrics.list_post("held" if held_any else "discarded")
             return HELD_REPLY if held_any else DISCARDED_REPLY
-        return await self._relay(settings, envelope, accepted, raw, found, now)
+        return await self._relay(settings, envelope, accepted, raw, found, now, deadline)
 
     async def _referenced_senders(self, found: Identities, sender: str) -> dict[str, str]:
         """Look up earlier posts only for a sender under a no-contact sanction."""
@@ -229,142 +209,6 @@ class ListService:
 
         return await asyncio.to_thread(load)
 
-    def _record(
-        self,
-        decision: ListDecision,
-        envelope: IncomingEnvelope,
-        raw: bytes,
-        found: Identities,
-        now: datetime,
-    ) -> None:
-        """Held and discarded posts, and every ban hit, in one transaction."""
-        interesting = [v for v in decision.verdicts if v.verdict is not Verdict.ACCEPT]
-        if not interesting:
-            return
-        settings = self.settings()
-        with self.database.transaction() as session:
-            for verdict in interesting:
-                for hit in verdict.hits:
-                    audit.append(
-                        session,
-                        at=now,
-                        action="ban-hit",
-                        actor="gateway",
-                        case=hit.ban.case,
-                        detail={
-                            "identity": hit.identity,
-                            "ban": hit.ban.id,
-                            "list": verdict.target.list_address,
-                            "verdict": verdict.verdict.value,
-                        },
-                    )
-                if verdict.verdict is Verdict.HOLD:
-                    self._hold(session, settings, verdict, envelope, raw, found, now)
-                elif verdict.verdict is Verdict.DISCARD:
-                    audit.append(
-                        session,
-                        at=now,
-                        action="post-discarded",
-                        actor="gateway",
-                        detail={
-                            "list": verdict.target.list_address,
-                            "message_id": found.message_id,
-                            "rule": verdict.rule,
-                        },
-                    )
-
-    def _hold(
-        self,
-        session: Session,
-        settings: Settings,
-        verdict: ListVerdict,
-        envelope: IncomingEnvelope,
-        raw: bytes,
-        found: Identities,
-        now: datetime,
-    ) -> None:
-        ban = verdict.hits[0].ban if verdict.hits else None
-        reason = f"ban {ban.id}" if ban is not None else verdict.rule
-        parsed = parsing.parse(raw, envelope.mail_from or None)
-        held_id = held.hold(
-            session,
-            list_address=verdict.target.list_address,
-            sender=found.from_addresses[0] if found.from_addresses else None,
-            subject=parsed.subject,
-            reason=reason,
-            ban_id=ban.id if ban else None,
-            case=ban.case if ban else None,
-            envelope_sender=envelope.mail_from or None,
-            envelope_recipients=[verdict.target.recipient],
-            raw=raw,
-            now=now,
-        )
-        logs.event(
-            log,
-            logging.INFO,
-            "post-held",
-            held=held_id,
-            list=verdict.target.list_address,
-            ban=ban.id if ban else None,
-            rule=verdict.rule,
-            message_id=found.message_id,
-        )
-        audience = list(settings.moderators.get(verdict.target.list_address, ()))
-        if ban is not None and ban.case is not None:
-            audience += [p.address for p in settings.gateway.staff]
-        params = {
-            "list": verdict.target.list_address,
-            "held_id": str(held_id),
-            "reason": reason,
-            "sender": parsed.from_written or "(none)",
-            "subject": parsed.subject or "(no subject)",
-            "held_at": now.isoformat(timespec="seconds"),
-            "hold_days": str(settings.relay.hold_days),
-        }
-        self._announce(
-            session,
-            settings,
-            audience,
-            "held-post",
-            params,
-            f"Held post {held_id} to {verdict.target.list_address}",
-            raw,
-            parsed,
-        )
-
-    def _announce(
-        self,
-        session: Session,
-        settings: Settings,
-        audience: Sequence[str],
-        template: str,
-        params: dict[str, str],
-        subject: str,
-        raw: bytes,
-        parsed: ParsedMessage,
-    ) -> None:
-        effects: list[Effect] = [
-            SendMail(
-                case=None,
-                recipient=normalise(person),
-                written=person,
-                kind="notification",
-                template=template,
-                params=params,
-                subject=subject,
-                carries_original=True,
-            )
-            for person in dict.fromkeys(audience)
-        ]
-        if effects:
-            Executor(identity(settings, self.secrets)).apply(
-                session,
-                Outcome("list", template, tuple(effects)),
-                Source(None, raw, parsed, ()),
-                self.clock(),
-            )
-            self.on_mail()
-
     async def _relay(
         self,
         settings: Settings,
@@ -373,22 +217,14 @@ class ListService:
         raw: bytes,
         found: Identities,
         now: datetime,
+        deadline: float,
     ) -> str:
         recipients = [v.target.recipient for v in accepted]
-        ip = envelope.peer.rpartition(":")[0] or envelope.peer
-        trace = received_field(
-            from_helo=envelope.helo,
-            from_ip=ip,
-            by_host=settings.smtp.hostname,
-            protocol="ESMTP",
-            queue_id=None,
-            recipient=recipients[0] if len(recipients) == 1 else None,
-            now=now,
-        )
-        data = trace + raw
+        data = trace_field(settings, envelope, recipients, now) + raw
         started = time.monotonic()
-        try:
-            result = await relay.relay(
+        budget = max(deadline - started, 0.0)
+        attempt = asyncio.ensure_future(
+            relay.relay(
                 settings.relay.upstream,
                 "lmtp" if settings.relay.upstream_protocol == "lmtp" else "smtp",
                 mail_from=envelope.mail_from,
@@ -397,10 +233,23 @@ class ListService:
                 eight_bit=not data.isascii(),
                 smtputf8=envelope.smtputf8,
                 helo_name=settings.smtp.hostname,
-                timeout=RELAY_STEP_TIMEOUT,
+                timeout=min(RELAY_STEP_TIMEOUT, max(budget, 1.0)),
             )
+        )
+        try:
+            result = await _within(attempt, budget)
         except relay.UpstreamUnavailable as error:
             logs.event(log, logging.WARNING, "upstream-unavailable", reason=error.reason)
+            return self.metrics.list_reply(UPSTREAM_DOWN)
+        except TimeoutError:
+            logs.event(
+                log,
+                logging.WARNING,
+                "upstream-unavailable",
+                reason="relay-deadline",
+                seconds=round(time.monotonic() - started, 1),
+                message_id=found.message_id,
+            )
             return self.metrics.list_reply(UPSTREAM_DOWN)
         self.metrics.relayed(time.monotonic() - started)
         logs.event(
@@ -421,67 +270,9 @@ class ListService:
             )
         if result.any_accepted and (result.deferred or result.refused):
             await asyncio.to_thread(
-                self._after_partial, settings, envelope, data, result, accepted, now
+                self.records.after_partial, envelope, data, result, accepted, now
             )
         return self.metrics.list_reply(result.client_reply())
-
-    def _after_partial(
-        self,
-        settings: Settings,
-        envelope: IncomingEnvelope,
-        data: bytes,
-        result: relay.RelayResult,
-        accepted: Sequence[ListVerdict],
-        now: datetime,
-    ) -> None:
-        """LMTP answered per recipient: deferred copies go to the outbox (retried there);
-        refusals are recorded and told to the list's moderators, never to the sender."""
-        lists = {v.target.recipient: v.target.list_address for v in accepted}
-        domain = settings.gateway.conduct_address.rpartition("@")[2]
-        parsed = parsing.parse(data, envelope.mail_from or None)
-        with self.database.transaction() as session:
-            for recipient in result.deferred:
-                outbox.enqueue(
-                    session,
-                    outbox.NewMail(
-                        kind="list-post",
-                        envelope_sender=envelope.mail_from,
-                        recipient=recipient,
-                        message_id=tokens.new_message_id(domain),
-                        raw=data,
-                        route="upstream",
-                    ),
-                    now,
-                )
-            for item in result.replies:
-                if not item.reply.permanent:
-                    continue
-                list_address = lists.get(item.recipient, item.recipient)
-                audit.append(
-                    session,
-                    at=now,
-                    action="upstream-refused",
-                    actor="gateway",
-                    detail={"list": list_address, "code": item.reply.code},
-                )
-                self._announce(
-                    session,
-                    settings,
-                    settings.moderators.get(list_address, ()),
-                    "upstream-refused",
-                    {
-                        "list": list_address,
-                        "reply": item.reply.render(),
-                        "sender": parsed.from_written or "(none)",
-                        "subject": parsed.subject or "(no subject)",
-                        "at": now.isoformat(timespec="seconds"),
-                    },
-                    f"Refused by the list server: post to {list_address}",
-                    data,
-                    parsed,
-                )
-        if result.deferred:
-            self.on_mail()
 
     # -- the sender's route to the list server ----------------------------------------
 
@@ -495,9 +286,44 @@ class ListService:
             recipients=[mail.recipient],
             data=mail.raw,
             eight_bit=not mail.raw.isascii(),
-            smtputf8=False,
+            smtputf8=needs_smtputf8(mail.envelope_sender, mail.recipient, mail.raw),
             helo_name=settings.smtp.hostname,
             timeout=RELAY_STEP_TIMEOUT,
         )
         reply = result.replies[0].reply
         return DeliveryResult.from_reply(reply.code, reply.text)
+
+    def upstream_failed(
+        self, session: Session, mail: OutgoingMail, error: str, now: datetime
+    ) -> None:
+        """The sender's hook for an outbox copy the list server refused for good."""
+        self.records.upstream_failed(session, mail, error, now)
+
+
+def relay_budget(settings: Settings) -> float:
+    """Seconds a post's whole relay may take before the client gets `451 4.4.1`.
+
+    aiosmtpd restarts its idle timer only when the client sends, so a relay that outlasts
+    `[smtp] timeout` would see the client dropped mid-reply (and its retry post twice).
+    Step timeouts alone (RFC 5321 section 4.5.3.2) add up past it; one deadline does not.
+    """
+    return settings.smtp.timeout.total_seconds() * DEADLINE_SHARE
+
+
+async def _within(attempt: asyncio.Future[T], seconds: float) -> T:
+    """The attempt's result, or TimeoutError after `seconds`; a late attempt is cancelled
+    and left to close its connection on its own, so the answer is never later."""
+    try:
+        done, _ = await asyncio.wait({attempt}, timeout=seconds)
+    finally:
+        if not attempt.done():
+            attempt.cancel()
+            attempt.add_done_callback(_forget)
+    if not done:
+        raise TimeoutError
+    return attempt.result()
+
+
+def _forget(attempt: asyncio.Future[Any]) -> None:
+    if not attempt.cancelled():
+        attempt.exception()  # retrieved: a late failure is no one's to report

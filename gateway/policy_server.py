@@ -28,6 +28,8 @@ from rules.policy import (
     parse_request,
 )
 from rules.routing import RoutingTable
+from storage import audit
+from storage.db import Database
 
 log = logs.get("policy")
 
@@ -74,6 +76,7 @@ class PolicyServer:
         idle_timeout: float = IDLE_TIMEOUT,
         max_line: int = MAX_LINE,
         max_attributes: int = MAX_ATTRIBUTES,
+        database: Database | None = None,
     ) -> None:
         self._settings_provider = settings_provider
         self._ban_lookup = ban_lookup
@@ -81,6 +84,7 @@ class PolicyServer:
         self._idle_timeout = idle_timeout
         self._max_line = max_line
         self._max_attributes = max_attributes
+        self._database = database  # None: ban hits are logged, not audited (tests only)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._routing_for: Settings | None = None
@@ -153,6 +157,7 @@ class PolicyServer:
                 if raw is None:
                     return
                 decision = self._decide(raw)
+                await self._audit(decision)
                 writer.write(decision.answer.encode("utf-8"))
                 await writer.drain()
 
@@ -182,6 +187,36 @@ class PolicyServer:
                     problem = problem or "too-many-attributes"
             if skipped > MAX_SKIPPED:
                 raise _Unusable("request-too-large")
+
+    async def _audit(self, decision: PolicyDecision) -> None:
+        """SPEC section 6: every decision records which identity matched which ban."""
+        ban = decision.ban
+        if ban is None or self._database is None:
+            return
+        database = self._database
+
+        def write() -> None:
+            with database.transaction() as session:
+                audit.append(
+                    session,
+                    at=self._clock(),
+                    action="ban-hit",
+                    actor="gateway",
+                    case=ban.case,
+                    detail={
+                        "identity": "envelope",
+                        "ban": ban.id,
+                        "list": decision.list_address,
+                        "verdict": "reject",
+                        "stage": "policy",
+                    },
+                )
+
+        try:
+            await asyncio.to_thread(write)
+        except Exception as error:
+            # The refusal stands: Postfix is answered whether or not the record was kept.
+            logs.event(log, logging.ERROR, "policy-audit-failed", error=type(error).__name__)
 
     def _decide(self, raw: _RawRequest) -> PolicyDecision:
         if raw.problem is not None:

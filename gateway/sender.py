@@ -29,11 +29,13 @@ from storage.db import Database
 from storage.models import OutboxEntry
 from storage.outbox import OutgoingMail
 
-__all__ = ["DeliveryResult", "OutboxSender", "Upstream", "send_smtp"]
+__all__ = ["DeliveryResult", "OutboxSender", "Upstream", "UpstreamFailed", "send_smtp"]
 
 log = logs.get("sender")
 
 Upstream = Callable[[OutgoingMail], Awaitable[DeliveryResult]]
+# Told, in the transaction that marks it failed, of an upstream row that failed for good.
+UpstreamFailed = Callable[[Session, OutgoingMail, str, datetime], None]
 
 # A pass claims only as many rows as it delivers at once, each bounded by
 # DELIVERY_DEADLINE, so no lease runs out while its row waits or is in flight; a row
@@ -64,6 +66,7 @@ class OutboxSender:
         clock: Callable[[], datetime],
         upstream: Upstream | None = None,
         *,
+        upstream_failed: UpstreamFailed | None = None,
         give_up_after: timedelta = GIVE_UP_AFTER,
         lease: timedelta = CLAIM_LEASE,
         parallel: int = PARALLEL,
@@ -72,6 +75,7 @@ class OutboxSender:
         self._database = database
         self._clock = clock
         self._upstream = upstream
+        self._upstream_failed = upstream_failed
         self._give_up_after = give_up_after
         self._lease = lease
         self._parallel = parallel
@@ -189,16 +193,21 @@ class OutboxSender:
                 outbox.mark_sent(session, mail.id, now)
                 return "delivered", None
             if result.outcome == "permanent":
-                outbox.mark_failed(session, mail.id, error)
+                self._fail(session, mail, error, now)
                 return "failed", None
             if expired(item.created_at, now, self._give_up_after):
-                outbox.mark_failed(
-                    session, mail.id, f"gave up after {self._give_up_after}: {error}"
-                )
+                self._fail(session, mail, f"gave up after {self._give_up_after}: {error}", now)
                 return "gave-up", None
             retry_at = next_attempt(mail.attempts, retry_after, now)
             outbox.mark_retry(session, mail.id, error, retry_at)
             return "deferred", retry_at
+
+    def _fail(self, session: Session, mail: OutgoingMail, error: str, now: datetime) -> None:
+        outbox.mark_failed(session, mail.id, error)
+        if mail.route == "upstream" and self._upstream_failed is not None:
+            # SPEC section 6: a list post the list server refuses for good is told to the
+            # list's moderators, in this same transaction, never bounced to its sender.
+            self._upstream_failed(session, mail, error, now)
 
     def _retry_all_now(self, now: datetime) -> None:
         with self._database.transaction() as session:

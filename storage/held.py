@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rules.addresses import AddressError, normalise_list
 from storage import audit, outbox
 from storage.models import HeldPost
 
@@ -63,9 +64,17 @@ def _detail(row: HeldPost, **extra: Any) -> dict[str, Any]:
     return {"held": row.id, "list": row.list, "sender": row.sender, "ban": row.ban_id, **extra}
 
 
-def release_key(held_id: int) -> str:
-    """The outbox key of a released post."""
-    return f"held-{held_id}@{RELEASE_KEY_DOMAIN}"
+def release_key(held_id: int, copy: int = 0) -> str:
+    """The outbox key of a released post's `copy`-th envelope recipient."""
+    suffix = f".{copy}" if copy else ""
+    return f"held-{held_id}{suffix}@{RELEASE_KEY_DOMAIN}"
+
+
+def _list_key(list_address: str) -> str:
+    try:
+        return normalise_list(list_address)
+    except AddressError:
+        return list_address.strip().lower()
 
 
 def hold(
@@ -81,10 +90,13 @@ def hold(
     envelope_recipients: Sequence[str],
     raw: bytes,
     now: datetime,
+    message_key: str | None = None,
 ) -> int:
-    """Store a post held for one list; returns its HELD-ID."""
+    """Store a post held for one list; returns its HELD-ID. `envelope_recipients` are the
+    addresses it was sent to (`dev-request@`, `dev+tag@`): a release delivers to them."""
     row = HeldPost(
-        list=list_address.strip().lower(),
+        list=_list_key(list_address),
+        message_key=message_key,
         sender=sender,
         subject=subject,
         reason=reason,
@@ -107,6 +119,15 @@ def hold(
         detail=_detail(row, reason=reason),
     )
     return row.id
+
+
+def held_already(session: Session, list_address: str, message_key: str) -> int | None:
+    """The HELD-ID of this message held for this list before, whatever became of it."""
+    return session.execute(
+        select(HeldPost.id).where(
+            HeldPost.list == _list_key(list_address), HeldPost.message_key == message_key
+        )
+    ).scalar_one_or_none()
 
 
 def list_held(session: Session) -> list[HeldRecord]:
@@ -143,19 +164,23 @@ def release(session: Session, held_id: int, by: str, now: datetime) -> HeldRecor
         return None
     if row.raw is None:
         raise ValueError(f"held post {held_id} has no stored bytes")
-    outbox.enqueue(
-        session,
-        outbox.NewMail(
-            kind=RELEASE_KIND,
-            envelope_sender=row.envelope_sender or "",
-            recipient=row.list,
-            message_id=release_key(row.id),
-            raw=row.raw,
-            case=row.case_number,
-            route="upstream",
-        ),
-        now,
-    )
+    # To the addresses the post was sent to, not the list's name: a post to dev-request@
+    # or dev+tag@ must not become a post to dev@.
+    recipients = json.loads(row.envelope_recipients) or [row.list]
+    for copy, recipient in enumerate(recipients):
+        outbox.enqueue(
+            session,
+            outbox.NewMail(
+                kind=RELEASE_KIND,
+                envelope_sender=row.envelope_sender or "",
+                recipient=recipient,
+                message_id=release_key(row.id, copy),
+                raw=row.raw,
+                case=row.case_number,
+                route="upstream",
+            ),
+            now,
+        )
     _decide(row, RELEASED, by, now)
     audit.append(
         session, at=now, action="post-released", actor=by, case=row.case_number, detail=_detail(row)

@@ -183,6 +183,8 @@ class BanRow(Base):
 
 class HeldPost(Base):
     __tablename__ = "held_posts"
+    # A client that retries a message (another list deferred it) must not hold it twice.
+    __table_args__ = (Index("ix_held_posts_list_key", "list", "message_key", unique=True),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     list: Mapped[str] = mapped_column(String(320))
     sender: Mapped[str | None] = mapped_column(String(320))
@@ -197,6 +199,7 @@ class HeldPost(Base):
     held_at: Mapped[datetime] = mapped_column(UTCDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     decided_by: Mapped[str | None] = mapped_column(String(320))
+    message_key: Mapped[str | None] = mapped_column(String(80))  # Message-ID + body SHA-256
 
 
 class RelayedPost(Base):

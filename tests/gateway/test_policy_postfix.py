@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import smtplib
 import socket
@@ -20,11 +21,15 @@ from typing import Any, TypeVar
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import select
 
 from gateway import config
 from gateway.config import Settings
 from gateway.policy_server import IDLE_TIMEOUT, MAX_SKIPPED, PolicyServer
 from rules.bans import Ban, BanIndex, parse_pattern
+from storage import audit
+from storage.db import Database
+from storage.models import AuditEvent
 from tests.components import free_port
 from tests.postfix import PrivatePostfix, private_postfix
 
@@ -423,3 +428,31 @@ def test_a_ban_hit_is_logged_at_info_without_the_address(policy: PolicyServer) -
     assert fields["ban"] == 1
     assert fields["list"] == DEV
     assert all("bad.example" not in str(r.__dict__.get("fields")) for r in records)
+
+
+def test_a_ban_hit_is_audited_with_the_identity_and_the_ban(
+    loop_thread: LoopThread, settings: Settings, db: Database
+) -> None:
+    server = PolicyServer(lambda: settings, BANS.match, lambda: datetime.now(UTC), database=db)
+    loop_thread.run(server.start())
+    try:
+        with connect(server) as connection:
+            connection.sendall(request() + request(sender="friend@good.example"))
+            answers = read_answers(connection, 2)
+    finally:
+        loop_thread.run(server.stop())
+    assert answers == [f"action=550 5.7.1 {REFUSAL}\n\n", "action=DUNNO\n\n"]
+    with db.transaction() as session:
+        rows = session.execute(
+            select(AuditEvent.actor, AuditEvent.detail).where(AuditEvent.action == "ban-hit")
+        ).all()
+        assert audit.verify_chain(session).problem is None
+    [(actor, detail)] = rows
+    assert actor == "gateway"
+    assert json.loads(detail) == {
+        "identity": "envelope",
+        "ban": 1,
+        "list": DEV,
+        "verdict": "reject",
+        "stage": "policy",
+    }

@@ -137,3 +137,72 @@ def test_relayed_posts_give_the_senders_of_known_message_ids(db: Database) -> No
         assert relayed.senders_of(session, ["a@example.net", "b@example.net"]) == {
             "a@example.net": "reporter@example.net"
         }
+
+
+def test_release_owes_one_copy_to_each_address_the_post_was_sent_to(db: Database) -> None:
+    recipients = ["dev-request@lists.example.org", "dev+tag@lists.example.org"]
+    with db.transaction() as session:
+        held_id = held.hold(
+            session,
+            list_address=DEV,
+            sender="m@example.net",
+            subject="hi",
+            reason="ban 3",
+            ban_id=3,
+            case=None,
+            envelope_sender="m@example.net",
+            envelope_recipients=recipients,
+            raw=RAW,
+            now=NOW,
+        )
+        held.release(session, held_id, "cli", NOW)
+    with db.transaction() as session:
+        rows = session.execute(select(OutboxEntry).order_by(OutboxEntry.id)).scalars().all()
+        assert [row.recipient for row in rows] == recipients
+        assert [row.message_id for row in rows] == [
+            held.release_key(held_id),
+            held.release_key(held_id, 1),
+        ]
+
+
+def test_a_message_held_before_is_found_by_list_and_key_whatever_its_state(db: Database) -> None:
+    with db.transaction() as session:
+        held_id = held.hold(
+            session,
+            list_address="DEV@Lists.Example.org",
+            sender=None,
+            subject=None,
+            reason="ban 3",
+            ban_id=3,
+            case=None,
+            envelope_sender=None,
+            envelope_recipients=[DEV],
+            raw=RAW,
+            now=NOW,
+            message_key="mid:abc",
+        )
+        held.discard(session, held_id, "cli", NOW)
+    with db.transaction() as session:
+        assert held.held_already(session, DEV, "mid:abc") == held_id
+        assert held.held_already(session, DEV, "mid:other") is None
+        assert held.held_already(session, "announce@lists.example.org", "mid:abc") is None
+
+
+def test_a_held_post_keeps_a_unicode_list_in_a_labels(db: Database) -> None:
+    with db.transaction() as session:
+        held_id = held.hold(
+            session,
+            list_address="Dev@Bücher.Example",
+            sender=None,
+            subject=None,
+            reason="ban 3",
+            ban_id=3,
+            case=None,
+            envelope_sender=None,
+            envelope_recipients=["dev@bücher.example"],
+            raw=RAW,
+            now=NOW,
+        )
+        record = held.get(session, held_id)
+    assert record is not None
+    assert record.list == "dev@xn--bcher-kva.example"
