@@ -3,6 +3,7 @@ reporter or banned sender address, no message body and no secret; addresses at d
 
 from __future__ import annotations
 
+import ast
 import base64
 import email
 import email.policy
@@ -208,3 +209,45 @@ def test_start_up_warns_when_dkim_is_not_required(
     if warned:
         assert parse_line(lines[0].rstrip("\n"), "text")["level"] == "warning"
         assert serve.log.index("event=dkim-not-required") < serve.log.index("event=ready")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# Event names built at run time: the sender's outcome of one delivery, and the
+# scheduler's `_guarded(name)` jobs, which log `name` and `name-failed`.
+DYNAMIC_EVENTS = {"delivered", "deferred", "failed"}
+
+
+def emitted_events() -> set[str]:
+    """Every event name a `logs.event(...)` call in gateway/ can log, read from the source."""
+    names: set[str] = set(DYNAMIC_EVENTS)
+    for path in (ROOT / "gateway").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            if node.func.attr == "event" and len(node.args) >= 3:
+                for part in ast.walk(node.args[2]):  # a name, or `"a" if x else "b"`
+                    if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                        names.add(part.value)
+            elif node.func.attr == "_guarded" and node.args:
+                job = node.args[0]
+                if isinstance(job, ast.Constant) and isinstance(job.value, str):
+                    names |= {job.value, f"{job.value}-failed"}
+    names.discard("-failed")  # the f-string's literal tail, not an event
+    return names
+
+
+def documented_events() -> set[str]:
+    """The first column of docs/operations.md's log-event table."""
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    table = text.split("### Log lines", 1)[1].split("\n## ", 1)[0]
+    names: set[str] = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            names |= set(re.findall(r"`([a-z][a-z-]*)`", line.split("|")[1]))
+    return names
+
+
+def test_every_event_the_gateway_logs_is_in_the_operations_table() -> None:
+    emitted = emitted_events()
+    assert {"ready", "imap-purged", "lease-release-failed"} <= emitted  # the reader works
+    assert sorted(emitted - documented_events()) == []

@@ -301,21 +301,19 @@ def test_sigterm_lets_a_transaction_in_flight_finish(
             serve.kill()
 
 
-def test_watchdog_pings_every_half_watchdog_usec(
+def test_watchdog_pings_keep_coming_within_watchdog_usec(
     tmp_path: Path, notify_socket: NotifySocket
 ) -> None:
+    """systemd kills a unit that stays silent for WATCHDOG_USEC: every wait here is bounded
+    by that period, the contract, never by how fast a ping comes (it is sent each half)."""
+    period = 2.0
     config, _ = configure(tmp_path)
-    serve = launch(config, serve_env(notify_socket, WATCHDOG_USEC="1000000"))
+    serve = launch(config, serve_env(notify_socket, WATCHDOG_USEC=str(int(period * 1e6))))
     try:
         wait_ready(serve, notify_socket)
-        first = notify_socket.wait_for("WATCHDOG=1", 2).pid
-        started = time.monotonic()
-        for _ in range(4):
-            notify_socket.wait_for("WATCHDOG=1", 2)
-        elapsed = time.monotonic() - started
-        assert 1.5 <= elapsed <= 4.0  # four more pings, 0.5 s apart (slack for a busy host)
+        pings = [notify_socket.wait_for("WATCHDOG=1", period) for _ in range(5)]
         assert serve.process is not None
-        assert first == serve.process.pid
+        assert {ping.pid for ping in pings} == {serve.process.pid}
         assert serve.stop(EXIT_BOUND) == 0
     finally:
         if serve.process is not None and serve.process.poll() is None:
