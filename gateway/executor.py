@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import executor_commands as commands
@@ -161,7 +160,7 @@ class Executor:
         elif isinstance(effect, SendMail):
             applied.mails.append(self._send(session, effect, source, now, applied))
         elif isinstance(effect, MarkOutboxFailed):
-            applied.mails.extend(self._bounced(session, effect, source, now))
+            self._bounced(session, effect, now)
         else:
             self._command_effect(session, effect, now, applied)
 
@@ -291,23 +290,13 @@ class Executor:
         )
         return outbox_id
 
-    def _bounced(
-        self, session: Session, effect: MarkOutboxFailed, source: Source, now: datetime
-    ) -> list[int]:
-        """Mark the answered outbox entry failed and tell who caused it (or all staff)."""
-        query = select(OutboxEntry)
-        if effect.bounce_id is not None:
-            query = query.where(OutboxEntry.bounce_id == effect.bounce_id)
-        elif effect.message_ids:
-            query = query.where(OutboxEntry.message_id.in_(effect.message_ids))
-        else:
-            return []
-        entry = session.execute(query.limit(1)).scalar_one_or_none()
-        if entry is None or entry.kind == "bounce-notice":
-            # Unknown IDs reveal nothing; a bounce of a bounce notice is not told again.
-            return []
+    def _bounced(self, session: Session, effect: MarkOutboxFailed, now: datetime) -> None:
+        """Mark the answered outbox entry failed; the handler decided who is told."""
+        entry = session.get(OutboxEntry, effect.outbox_id)
+        if entry is None:
+            return
         entry.state = outbox.FAILED
-        entry.last_error = "bounced"
+        entry.last_error = effect.status[:2000]
         audit.append(
             session,
             at=now,
@@ -316,32 +305,3 @@ class Executor:
             case=entry.case_number,
             detail={"outbox_id": entry.id},
         )
-        told = [entry.caused_by] if entry.caused_by else list(self.identity.staff)
-        notices = []
-        for person in told:
-            notices.append(
-                self._send(
-                    session,
-                    SendMail(
-                        case=None,
-                        recipient=person,
-                        written=person,
-                        kind="bounce-notice",
-                        template="bounce-notice",
-                        params={
-                            "case": str(entry.case_number or "-"),
-                            "recipient": entry.recipient,
-                            "sent": entry.created_at.isoformat(timespec="seconds"),
-                            "message_id": entry.message_id,
-                        },
-                        subject=f"Undeliverable: mail on case #{entry.case_number}"
-                        if entry.case_number
-                        else "Undeliverable mail",
-                        carries_original=True,
-                    ),
-                    source,
-                    now,
-                    Applied(),
-                )
-            )
-        return notices

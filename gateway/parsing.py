@@ -9,7 +9,7 @@ import email.utils
 import re
 from datetime import datetime
 
-from gateway import mail_parts
+from gateway import delivery_status, mail_parts
 from handlers.message import ParsedMessage
 from rules.addresses import AddressError, normalise, parse_header_addresses
 from rules.loops import LoopFacts
@@ -136,4 +136,5 @@ def parse(raw: bytes, envelope_sender: str | None) -> ParsedMessage:
         defects=tuple(str(d) for d in headers.defects) + parts.defects,
         loop=loop,
         reported_message_ids=parts.reported_message_ids,
+        delivery_status=delivery_status.extract(raw) if content_type == "multipart/report" else (),
     )

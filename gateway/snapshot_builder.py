@@ -14,6 +14,7 @@ from gateway.secret import Secrets
 from handlers.dispatch import Addressing, has_command_lines
 from handlers.message import ParsedMessage
 from handlers.snapshot import (
+    BouncedMail,
     HistoryItem,
     PendingConfirmation,
     Person,
@@ -22,7 +23,7 @@ from handlers.snapshot import (
     Snapshot,
     Team,
 )
-from rules import routing, threading, tokens
+from rules import loops, routing, threading, tokens
 from rules.addresses import normalise
 from rules.retention import Retention
 from storage import bans, cases, confirmations, outbox
@@ -116,6 +117,20 @@ def follow_merges(session: Session, where: Addressing) -> Addressing:
     return replace(where, case_numbers=numbers)
 
 
+def _bounced(
+    session: Session, detail: tokens.Detail | None, parsed: ParsedMessage
+) -> BouncedMail | None:
+    """The outbox entry a bounce answers: by a known bounce ID, else by a DSN's Message-IDs
+    (an unknown bounce ID alone finds nothing: that mail is handled as conduct mail)."""
+    if isinstance(detail, tokens.Bounce):
+        found = outbox.bounced(session, detail.bounce_id, ())
+        if found is not None:
+            return found
+    if loops.is_bounce(parsed.loop, to_bounce_address=False):
+        return outbox.bounced(session, None, parsed.reported_message_ids)
+    return None
+
+
 def build(
     session: Session,
     settings: Settings,
@@ -143,6 +158,10 @@ def build(
         participants={n: frozenset(p.address for p in v.participants) for n, v in views.items()},
         existing_cases=frozenset(views),
     )
+    bounced = _bounced(session, where.detail, parsed)
+    if bounced is not None and bounced.case is not None and bounced.case not in views:
+        # Who may hear of a bounce depends on its case's recusals; threading never sees it.
+        views = {**views, **cases.views(session, [bounced.case])}
     sender = parsed.loop.envelope_sender
     automatic = {}
     if sender:
@@ -156,6 +175,7 @@ def build(
         signed=signed,
         automatic_replies=automatic,
         policy=policy_from(settings),
+        bounced=bounced,
     )
     if isinstance(where.detail, (tokens.Moderate, tokens.Confirm)):
         return _with_moderation_facts(session, snapshot, settings, parsed, raw, where, now)

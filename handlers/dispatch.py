@@ -17,7 +17,7 @@ from handlers import (
 from handlers.effects import AddParticipant, Outcome
 from handlers.message import ParsedMessage
 from handlers.snapshot import STAFF_ROLES, CaseView, ParticipantView, Snapshot
-from rules import loops, threading
+from rules import threading
 from rules.commands import CommandError, parse_commands
 from rules.reply_text import new_text
 from rules.tokens import Bounce, Case, Confirm, Detail, Director, Moderate
@@ -47,14 +47,18 @@ class Incoming:
 
 
 def _is_bounce(incoming: Incoming) -> bool:
-    return loops.is_bounce(incoming.message.loop, isinstance(incoming.addressing.detail, Bounce))
+    """A DSN, or mail to a bounce ID the outbox knows. An unknown bounce ID is conduct mail
+    (SPEC section 3): a report, or unfiled when automatic, revealing nothing."""
+    detail = incoming.addressing.detail
+    bounced = incoming.snapshot.bounced
+    known = (
+        isinstance(detail, Bounce) and bounced is not None and bounced.bounce_id == detail.bounce_id
+    )
+    return known or bounces.is_delivery_report(incoming.message)
 
 
 def _bounce(incoming: Incoming) -> Outcome:
-    detail = incoming.addressing.detail
-    return bounces.record(
-        incoming.message, detail.bounce_id if isinstance(detail, Bounce) else None
-    )
+    return bounces.record(incoming.message, incoming.snapshot)
 
 
 def _is_postmaster(incoming: Incoming) -> bool:

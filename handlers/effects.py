@@ -88,10 +88,11 @@ class Audit:
 
 @dataclass(frozen=True)
 class MarkOutboxFailed:
-    """A bounce: the outbox entry it answers failed; its author is told."""
+    """A DSN reported this outbox entry failed; the notices are SendMail effects beside it."""
 
-    bounce_id: str | None
-    message_ids: tuple[str, ...]
+    outbox_id: int
+    case: int | None
+    status: str  # the DSN's Status and Diagnostic-Code, recorded as the entry's last error
 
 
 @dataclass(frozen=True)

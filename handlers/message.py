@@ -16,6 +16,16 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class DeliveryStatus:
+    """One recipient block of a DSN (RFC 3464 section 2.3)."""
+
+    recipient: str  # Final-Recipient's address, as reported
+    action: str  # failed | delayed | delivered | relayed | expanded
+    status: str  # e.g. 5.1.1
+    diagnostic: str  # Diagnostic-Code, e.g. "smtp; 550 5.1.1 no such user"
+
+
+@dataclass(frozen=True)
 class ParsedMessage:
     """Parsed tolerantly: a defect never raises, it is listed in `defects`."""
 
@@ -34,3 +44,4 @@ class ParsedMessage:
     defects: tuple[str, ...]
     loop: LoopFacts
     reported_message_ids: tuple[str, ...]  # a DSN: the Message-IDs of the mail it reports
+    delivery_status: tuple[DeliveryStatus, ...] = ()  # a DSN: each recipient's outcome

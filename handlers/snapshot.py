@@ -57,6 +57,8 @@ class CaseView:
     imported: bool
     created_at: datetime
     participants: tuple[ParticipantView, ...]
+    # Sent to the executive director alone: staff are recused from it (SPEC section 3).
+    director_only: bool = False
 
     def participant(self, address: str | None) -> ParticipantView | None:
         return next((p for p in self.participants if p.address == address), None)
@@ -118,6 +120,20 @@ class PendingConfirmation:
 
 
 @dataclass(frozen=True)
+class BouncedMail:
+    """The outbox entry a bounce answers: found by its bounce ID, or a DSN's Message-IDs."""
+
+    outbox_id: int
+    bounce_id: str | None
+    case: int | None
+    kind: str
+    recipient: str
+    caused_by: str | None
+    message_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class Snapshot:
     team: Team
     threading: ThreadFacts
@@ -131,3 +147,4 @@ class Snapshot:
     # End of each of the signed case's bans in force (None: a ban without end).
     ban_ends: tuple[datetime | None, ...] = ()
     confirmation: PendingConfirmation | None = None
+    bounced: BouncedMail | None = None  # the case it is about, if any, is in `cases`

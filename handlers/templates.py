@@ -109,11 +109,15 @@ BOUNCE_NOTICE = """\
 Mail from the {case_tag} gateway could not be delivered.
 
 Case:       {case}
+Outbox id:  {outbox_id}
 Recipient:  {recipient}
 Sent:       {sent}
 Message-ID: {message_id}
+Status:     {status}
+Diagnostic: {diagnostic}
 
-The delivery status notification is attached. The mail will not be retried.
+The mail will not be retried. (The delivery status notification itself is kept
+by the gateway, not forwarded: what it returns may be meant for someone else.)
 """
 
 

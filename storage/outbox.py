@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from handlers.snapshot import BouncedMail
 from rules.addresses import AddressError, domain_of, normalise
 from storage.claims import claim
 from storage.models import OutboxEntry
@@ -178,6 +179,32 @@ def automatic_sent_since(session: Session, recipient: str, since: datetime) -> i
     ).scalars()
     same = _same_address(recipient)
     return sum(1 for written in rows if same(written))
+
+
+def bounced(
+    session: Session, bounce_id: str | None, message_ids: tuple[str, ...]
+) -> BouncedMail | None:
+    """The entry a bounce answers, by its bounce ID, else by a Message-ID the DSN reports."""
+    query = select(OutboxEntry)
+    if bounce_id is not None:
+        query = query.where(OutboxEntry.bounce_id == bounce_id)
+    elif message_ids:
+        query = query.where(OutboxEntry.message_id.in_(message_ids[:20]))
+    else:
+        return None
+    row = session.execute(query.order_by(OutboxEntry.id).limit(1)).scalar_one_or_none()
+    if row is None:
+        return None
+    return BouncedMail(
+        outbox_id=row.id,
+        bounce_id=row.bounce_id,
+        case=row.case_number,
+        kind=row.kind,
+        recipient=row.recipient,
+        caused_by=row.caused_by,
+        message_id=row.message_id,
+        created_at=row.created_at,
+    )
 
 
 def count_by_state(session: Session) -> dict[str, int]:

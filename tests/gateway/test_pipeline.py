@@ -202,16 +202,127 @@ def test_a_dsn_to_a_bounce_address_marks_the_mail_failed_and_tells_staff(gw: Gat
         assert len(session.execute(select(Case)).scalars().all()) == 1
 
 
-def test_an_unknown_bounce_id_reveals_nothing_and_opens_no_case(gw: Gateway) -> None:
-    dsn = (
-        b"From: MAILER-DAEMON@mx.example.org\r\nTo: conduct+bounce-zzzz@example.org\r\n"
-        b"Subject: Undelivered\r\n\r\nfailed\r\n"
+def dsn(
+    to: str,
+    *,
+    action: str = "failed",
+    returned: bytes = b"",
+    message_id: str = "dsn2@mx",
+) -> bytes:
+    """A Postfix-like DSN; `returned` is the full mail it returns (RET=FULL)."""
+    parts = (
+        b"--B\r\nContent-Type: text/plain\r\n\r\nI'm sorry to have to inform you...\r\n"
+        b"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+        b"Final-Recipient: rfc822; someone@example.org\r\nAction: " + action.encode() + b"\r\n"
+        b"Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 <someone@example.org>: no such user"
+        b"\r\n\r\n"
     )
-    store(gw, dsn, sender=None, recipients=("conduct+bounce-zzzz@example.org",))
+    if returned:
+        parts += b"--B\r\nContent-Type: message/rfc822\r\n\r\n" + returned + b"\r\n"
+    return (
+        b"From: MAILER-DAEMON@mx.example.org\r\nTo: " + to.encode() + b"\r\n"
+        b"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <"
+        + message_id.encode()
+        + b">\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n"
+        + parts
+        + b"--B--\r\n"
+    )
+
+
+def cases_count(gw: Gateway) -> int:
+    with gw.database.transaction() as session:
+        return len(session.execute(select(Case)).scalars().all())
+
+
+def test_mail_to_an_unknown_bounce_id_is_handled_as_conduct_mail(gw: Gateway) -> None:
+    # SPEC section 3: an unknown bounce ID is mail to the conduct address (here a report
+    # with a null sender: a case, no acknowledgement), revealing nothing about bounce IDs.
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.org\r\nTo: conduct+bounce-zzzz@example.org\r\n"
+        b"Subject: Undelivered\r\nMessage-ID: <ub1@mx>\r\n\r\nfailed\r\n"
+    )
+    store(gw, raw, sender=None, recipients=("conduct+bounce-zzzz@example.org",))
+    run(gw)
+    assert cases_count(gw) == 1
+    assert sorted((r.kind, r.recipient) for r in outbox_rows(gw)) == [
+        ("copy", "alice@example.org"),
+        ("copy", "bob@example.org"),
+    ]
+
+
+def test_a_dsn_to_an_unknown_bounce_id_is_kept_unfiled(gw: Gateway) -> None:
+    store(
+        gw,
+        dsn("conduct+bounce-zzzz@example.org"),
+        sender=None,
+        recipients=("conduct+bounce-zzzz@example.org",),
+    )
     run(gw)
     assert outbox_rows(gw) == []
+    assert cases_count(gw) == 0
     with gw.database.transaction() as session:
-        assert session.execute(select(Case)).scalars().all() == []
+        kinds = session.execute(select(Message.kind).where(Message.case_number.is_(None)))
+        assert list(kinds.scalars()) == ["bounce"]
+
+
+def test_an_out_of_office_reply_to_a_bounce_address_marks_nothing(gw: Gateway) -> None:
+    store(gw, REPORT)
+    run(gw)
+    copy = next(r for r in outbox_rows(gw) if r.recipient == "alice@example.org")
+    before = {r.id: r.state for r in outbox_rows(gw)}
+    vacation = (
+        b"From: Alice Example <alice@example.org>\r\nTo: "
+        + copy.envelope_sender.encode()
+        + b"\r\nSubject: Out of office: [Conduct #1] Harassment at the meetup\r\n"
+        b"Auto-Submitted: auto-replied\r\nMessage-ID: <ooo1@example.org>\r\n\r\n"
+        b"I am away until Monday.\r\n"
+    )
+    store(gw, vacation, sender=copy.envelope_sender, recipients=(copy.envelope_sender,))
+    # A DSN about mail that was only delayed is no failure either.
+    store(
+        gw,
+        dsn(copy.envelope_sender, action="delayed"),
+        sender=None,
+        recipients=(copy.envelope_sender,),
+    )
+    run(gw)
+    rows = outbox_rows(gw)
+    assert {r.id: r.state for r in rows} == before  # nothing failed, no notice queued
+    assert cases_count(gw) == 1
+    with gw.database.transaction() as session:
+        unfiled = session.execute(
+            select(Message.kind).where(Message.case_number.is_(None)).order_by(Message.id)
+        ).scalars()
+        assert list(unfiled) == ["auto-reply", "bounce"]
+
+
+def test_bounce_notices_skip_recused_staff_and_never_carry_the_dsn(gw: Gateway) -> None:
+    about_bob = REPORT.replace(b"Someone was rude", b"bob@example.org was rude")
+    store(gw, about_bob)
+    run(gw)
+    director_copy = next(r for r in outbox_rows(gw) if r.recipient == "ed@example.org")
+    returned = director_copy.raw or b""
+    assert b"bob@example.org was rude" in returned
+    store(
+        gw,
+        dsn(director_copy.envelope_sender, returned=returned),
+        sender=None,
+        recipients=(director_copy.envelope_sender,),
+    )
+    run(gw)
+    rows = outbox_rows(gw)
+    assert next(r for r in rows if r.id == director_copy.id).state == "failed"
+    notices = [r for r in rows if r.kind == "bounce-notice"]
+    assert [r.recipient for r in notices] == ["alice@example.org"]  # bob is recused
+    notice = parse(notices[0].raw or b"")
+    assert notice["Subject"] == "Undeliverable: mail on case #1"
+    assert [p.get_content_type() for p in notice.walk() if p.is_attachment()] == []
+    text = (notices[0].raw or b"").decode()
+    assert "rude" not in text
+    assert "5.1.1" in text
+    assert "no such user" in text
+    assert "ed@example.org" in text  # which recipient failed
 
 
 def test_postmaster_mail_goes_to_the_configured_postmaster(gw: Gateway) -> None:
