@@ -219,3 +219,73 @@ def test_a_path_that_is_neither_an_mbox_nor_a_maildir_exits_1(
     assert str(path).encode() in result.stderr
     assert expected in result.stderr
     assert counts(gw)["InboxEntry"] == 0
+
+
+def live(gw: Gateway, raw: bytes, sender: str, to: str) -> None:
+    """Mail received after the import, processed as `serve` would."""
+    from gateway.pipeline import Pipeline
+    from storage import inbox
+
+    with gw.database.transaction() as session:
+        inbox.store(
+            session, raw=raw, envelope_sender=sender, recipients=(to,), source="smtp", now=gw.now()
+        )
+    pipeline = Pipeline(lambda: gw.settings, gw.database, gw.secrets, gw.now)
+    while pipeline.process_batch():
+        pass
+
+
+def test_imported_cases_fire_no_reminder_until_staff_touch_them(
+    gw: Gateway, tmp_path: Path
+) -> None:
+    from gateway.reminder_jobs import Jobs
+    from rules.tokens import reply_token
+    from storage.models import Timer
+
+    # The report, the reporter's reply and a staff note: the note is no touch (SPEC 9).
+    import_path(gw, write_mbox(tmp_path / "past.mbox", past_correspondence()[:3]))
+    with gw.database.transaction() as session:
+        case = session.get(Case, 1)
+        assert case is not None
+        assert case.first_staff_mail_at is None
+    jobs = Jobs(lambda: gw.settings, gw.database, gw.secrets)
+    later = gw.now() + timedelta(days=30)
+    assert jobs.tick(later) == 0
+    with gw.database.transaction() as session:
+        assert session.execute(select(func.count()).select_from(Timer)).scalar_one() == 0
+    assert counts(gw)["OutboxEntry"] == 0
+
+    # A staff member's note after the import touches the case: reminders resume.
+    to = f"conduct+1-{reply_token(gw.secrets.current, 1, 'alice@example.org')}@example.org"
+    note = mail("live-note@example.org", "alice@example.org", to, "Re: Report 0", gw.now())
+    live(gw, note, "alice@example.org", to)
+    assert jobs.tick(gw.now() + timedelta(days=8)) > 0
+
+
+def test_an_imported_dsn_changes_no_live_outbox_row_and_sends_nothing(
+    gw: Gateway, tmp_path: Path
+) -> None:
+    report = mail("live-1@example.net", "rita@example.net", "conduct@example.org", "Hi", START)
+    live(gw, report, "rita@example.net", "conduct@example.org")
+    with gw.database.transaction() as session:
+        before = {
+            r.id: (r.state, r.last_error) for r in session.execute(select(OutboxEntry)).scalars()
+        }
+        bounce_to = session.execute(
+            select(OutboxEntry.envelope_sender).where(OutboxEntry.recipient == "alice@example.org")
+        ).scalar_one()
+    dsn = (
+        f"From: MAILER-DAEMON@mx.example.org\r\nTo: {bounce_to}\r\nSubject: Undelivered\r\n"
+        "Message-ID: <old-dsn@mx>\r\nDate: Fri, 01 Mar 2024 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n"
+        "--B\r\nContent-Type: text/plain\r\n\r\nfailed\r\n--B\r\n"
+        "Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+        "Final-Recipient: rfc822; alice@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "\r\n--B--\r\n"
+    ).encode()
+    assert import_path(gw, write_mbox(tmp_path / "dsn.mbox", [dsn])).startswith("1 messages")
+    with gw.database.transaction() as session:
+        after = {
+            r.id: (r.state, r.last_error) for r in session.execute(select(OutboxEntry)).scalars()
+        }
+    assert after == before  # nothing marked failed, no bounce notice queued
