@@ -25,6 +25,7 @@ from handlers.effects import (
     Effect,
     Envelope,
     ExtendRetention,
+    FileRequest,
     LiftBan,
     MarkOutboxFailed,
     MergeCase,
@@ -51,6 +52,8 @@ class Source:
     raw: bytes
     parsed: ParsedMessage
     recipients: tuple[str, ...]
+    # A confirmation's request: what `#on-behalf` files, and what its copies carry.
+    request: Source | None = None
 
 
 @dataclass
@@ -162,10 +165,10 @@ class Executor:
         elif isinstance(effect, MarkOutboxFailed):
             self._bounced(session, effect, now)
         else:
-            self._command_effect(session, effect, now, applied)
+            self._command_effect(session, effect, source, now, applied)
 
     def _command_effect(
-        self, session: Session, effect: Effect, now: datetime, applied: Applied
+        self, session: Session, effect: Effect, source: Source, now: datetime, applied: Applied
     ) -> None:
         if isinstance(effect, SetRecused):
             case = self._case(effect.case, applied)
@@ -194,7 +197,7 @@ class Executor:
                 token=applied.confirm_token,
                 sender=effect.sender,
                 commands=effect.commands,
-                inbox_id=None,
+                inbox_id=source.inbox_id,  # the request, filed by #on-behalf
                 now=now,
                 expires=effect.expires,
             )
@@ -202,10 +205,40 @@ class Executor:
             if not confirmations.use(session, effect.confirmation_id, now):
                 # Another instance used it a moment ago: retried, then it is conduct mail.
                 raise RuntimeError("confirmation already used")
+        elif isinstance(effect, FileRequest):
+            case = self._case(effect.case, applied)
+            assert case is not None
+            self._file_request(session, effect, case, source, now)
         elif isinstance(effect, ExtendRetention):
             case = self._case(effect.case, applied)
             assert case is not None
             commands.extend_retention(session, effect, case, now)
+
+    def _file_request(
+        self, session: Session, effect: FileRequest, case: int, source: Source, now: datetime
+    ) -> None:
+        """The request was filed unfiled when it arrived; it moves to the case it opened."""
+        request = source.request
+        assert request is not None, "FileRequest needs the confirmation's request"
+        if not commands.file_request(session, request.inbox_id, case, effect.text, effect.party):
+            cases.record_message(
+                session,
+                cases.NewMessage(
+                    case=case,
+                    direction="in",
+                    kind="report",
+                    at=now,
+                    message_id=request.parsed.message_id,
+                    sender=request.parsed.from_address,
+                    recipients=request.recipients,
+                    party=effect.party,
+                    subject=request.parsed.subject,
+                    text=effect.text,
+                    raw=request.raw,
+                    rule="on-behalf",
+                    inbox_id=request.inbox_id,
+                ),
+            )
 
     def _subject(self, mail: SendMail, case: int | None) -> str:
         tag = self.identity.case_tag
@@ -250,7 +283,8 @@ class Executor:
         )
         params = {"case": str(case) if case is not None else "-", "case_tag": tag, **mail.params}
         body = templates.render(mail.template, params)
-        raw = compose(headers, body, source.raw if mail.carries_original else None)
+        original = source.request or source
+        raw = compose(headers, body, original.raw if mail.carries_original else None)
         bounce_id = tokens.new_bounce_id() if mail.envelope is Envelope.BOUNCE else None
         envelope_sender = (
             ""

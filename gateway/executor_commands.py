@@ -216,6 +216,22 @@ def merge_case(session: Session, effect: MergeCase, into: int, now: datetime) ->
     )
 
 
+def file_request(session: Session, inbox_id: int | None, case: int, text: str, party: str) -> bool:
+    """Move the unfiled `#on-behalf` request onto the case it opened, as its report; False
+    when it is not there to move."""
+    if inbox_id is None:
+        return False
+    unfiled = (Message.inbox_id == inbox_id) & Message.case_number.is_(None)
+    if session.execute(select(Message.id).where(unfiled).limit(1)).scalar() is None:
+        return False
+    session.execute(
+        update(Message)
+        .where(unfiled)
+        .values(case_number=case, kind="report", rule="on-behalf", party=party, text=text)
+    )
+    return True
+
+
 def follow_merged_expunge(session: Session, into: int) -> None:
     """Cases merged into `into` (an empty shell each) are expunged with it (SPEC 7a)."""
     pending = [into]

@@ -17,8 +17,10 @@ from handlers.dispatch import Incoming, handle
 from handlers.effects import Outcome
 from handlers.imports import as_imported
 from handlers.message import ParsedMessage
+from handlers.snapshot import Snapshot
 from rules.commands import CommandError
 from rules.errors import GatewayError
+from storage import inbox
 from storage.inbox import InboxMessage
 
 
@@ -55,13 +57,26 @@ def process(
     outcome = handle(incoming)
     if imported:
         outcome = as_imported(outcome)
-    source = Source(entry.id, entry.raw, parsed, entry.envelope_recipients)
+    source = Source(
+        entry.id, entry.raw, parsed, entry.envelope_recipients, _request(session, snapshot)
+    )
     executor = Executor(identity(settings, secrets))
     try:
         applied = executor.apply(session, outcome, source, when)
     except EffectRefused as refusal:
         raise Refusal(incoming, outcome, refusal) from refusal
     return Processed(outcome, applied, parsed)
+
+
+def _request(session: Session, snapshot: Snapshot) -> Source | None:
+    """The mail a confirmation answers, as the executor files and attaches it."""
+    pending = snapshot.confirmation
+    if pending is None or pending.request is None or pending.request_inbox_id is None:
+        return None
+    entry = inbox.get(session, pending.request_inbox_id)
+    if entry is None:
+        return None
+    return Source(entry.id, entry.raw, pending.request, entry.envelope_recipients)
 
 
 class Refusal(GatewayError):

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway import parsing
 from gateway.config import Settings
 from gateway.secret import Secrets
 from handlers.dispatch import Addressing, has_command_lines
@@ -25,8 +26,9 @@ from handlers.snapshot import (
 )
 from rules import loops, routing, threading, tokens
 from rules.addresses import normalise
+from rules.commands import ParsedCommands, parse_commands
 from rules.retention import Retention
-from storage import bans, cases, confirmations, outbox
+from storage import bans, cases, confirmations, inbox, outbox
 from storage.models import Case
 
 
@@ -205,9 +207,38 @@ def _with_moderation_facts(
         found = confirmations.find(session, where.detail.token, now)
         if found is not None:
             pending = PendingConfirmation(found.id, found.sender, found.commands)
+            snapshot = _with_request(session, snapshot, settings, pending, found.inbox_id, now)
+            pending = snapshot.confirmation
     return replace(
         snapshot, confirmation=pending, dkim_passed=_dkim(settings, parsed.from_address, raw)
     )
+
+
+def _with_request(
+    session: Session,
+    snapshot: Snapshot,
+    settings: Settings,
+    pending: PendingConfirmation,
+    inbox_id: int | None,
+    now: datetime,
+) -> Snapshot:
+    """The request a confirmation answers, and, for `#on-behalf`, how many automatic replies
+    its reporter got this hour (the acknowledgement counts against theirs, not staff's)."""
+    entry = inbox.get(session, inbox_id) if inbox_id is not None else None
+    if entry is None or not entry.raw:
+        return replace(snapshot, confirmation=pending)
+    request = parsing.parse(entry.raw, entry.envelope_sender)
+    pending = replace(pending, request=request, request_inbox_id=entry.id)
+    parsed = parse_commands(
+        pending.commands, sender=pending.sender, tz=settings.reminders.timezone, now=now
+    )
+    automatic = dict(snapshot.automatic_replies)
+    if isinstance(parsed, ParsedCommands) and parsed.on_behalf is not None:
+        written = parsed.on_behalf.written
+        automatic[written.lower()] = outbox.automatic_sent_since(
+            session, written, now - timedelta(hours=1)
+        )
+    return replace(snapshot, confirmation=pending, automatic_replies=automatic)
 
 
 def policy_from(settings: Settings) -> Policy:

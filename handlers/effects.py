@@ -194,6 +194,18 @@ class UseConfirmation:
     confirmation_id: int
 
 
+@dataclass(frozen=True)
+class FileRequest:
+    """`#on-behalf`: the confirmed request, kept unfiled until now, becomes the case's report.
+
+    `party` is its thread: the staff member's, so the reporter's mail never references it.
+    """
+
+    case: CaseRef
+    text: str
+    party: str
+
+
 Effect = (
     OpenCase
     | AddParticipant
@@ -212,6 +224,7 @@ Effect = (
     | ExtendRetention
     | CreateConfirmation
     | UseConfirmation
+    | FileRequest
 )
 
 

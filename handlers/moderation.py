@@ -7,12 +7,14 @@ from datetime import datetime, timedelta
 
 from handlers import report_intake
 from handlers.effects import (
+    NEW,
     AddBan,
     Audit,
     CreateConfirmation,
     DecideHeld,
     Effect,
     Envelope,
+    FileRequest,
     LiftBan,
     Origin,
     Outcome,
@@ -278,28 +280,46 @@ def confirm(message: ParsedMessage, snapshot: Snapshot, now: datetime) -> Outcom
 def _on_behalf(
     message: ParsedMessage, snapshot: Snapshot, parsed: ParsedCommands, now: datetime
 ) -> list[Effect]:
-    """A case whose reporter is ADDRESS and whose report is the rest of the body."""
+    """A case whose reporter is ADDRESS and whose report is the rest of the request's body
+    (forwarded blocks and all): the request is filed, never the confirmation."""
     command = parsed.on_behalf
+    pending = snapshot.confirmation
     assert command is not None
+    assert pending is not None
+    assert snapshot.policy is not None
+    request = pending.request or message
+    text = parsed.text
+    if pending.request is not None:
+        full = parse_commands(request.text, sender=pending.sender, tz=snapshot.policy.zone, now=now)
+        text = full.text if isinstance(full, ParsedCommands) else text
     report = replace(
-        message,
+        request,
         from_address=command.address,
         from_written=command.written,
         from_name="",
         header_text="",
-        text=parsed.text,
-        subject=message.subject,
+        text=text,
         loop=replace(
-            message.loop,
+            request.loop,
             envelope_sender=command.written if parsed.acknowledge else None,
             auto_submitted=None,
         ),
     )
     intake = report_intake.Intake("on-behalf", None, False, now)
     outcome = report_intake.intake(report, snapshot, intake)
-    kept: list[Effect] = [e for e in outcome.effects if not isinstance(e, RecordIncoming)]
+    # The reporter's thread must not name the staff member's Message-IDs (SPEC section 4).
+    kept: list[Effect] = [
+        replace(e, references_incoming=False) if isinstance(e, SendMail) else e
+        for e in outcome.effects
+        if not isinstance(e, RecordIncoming)
+    ]
+    filed: Effect = (
+        FileRequest(NEW, text, pending.sender)
+        if pending.request is not None
+        else RecordIncoming(NEW, "report", "on-behalf", pending.sender)
+    )
     return [
         *kept,
-        RecordIncoming("new", "report", "on-behalf", command.address),
-        Audit("new", "reported-on-behalf", message.from_address, {"reporter": command.address}),
+        filed,
+        Audit(NEW, "reported-on-behalf", pending.sender, {"reporter": command.address}),
     ]

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
+from handlers.message import ParsedMessage
 from rules.retention import Retention
 from rules.threading import ThreadFacts
 
@@ -117,6 +118,8 @@ class PendingConfirmation:
     id: int
     sender: str
     commands: str
+    request: ParsedMessage | None = None  # the mail that asked (#on-behalf files it)
+    request_inbox_id: int | None = None
 
 
 @dataclass(frozen=True)

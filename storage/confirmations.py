@@ -17,6 +17,7 @@ class Pending:
     id: int
     sender: str
     commands: str
+    inbox_id: int | None = None  # the request, kept in the inbox
 
 
 def token_hash(token: str) -> str:
@@ -56,7 +57,7 @@ def find(session: Session, token: str, now: datetime) -> Pending | None:
             Confirmation.expires_at > now,
         )
     ).scalar_one_or_none()
-    return None if row is None else Pending(row.id, row.sender, row.commands)
+    return None if row is None else Pending(row.id, row.sender, row.commands, row.inbox_id)
 
 
 def use(session: Session, confirmation_id: int, now: datetime) -> bool:

@@ -270,3 +270,100 @@ def test_a_moderator_cannot_unban_a_ban_on_every_list(gw: Gateway) -> None:
     [ban] = bans(gw)
     assert ban.lifted_at is None
     assert "Nothing was done" in last_text(gw)
+
+
+ON_BEHALF = (
+    "#on-behalf Victim+conduct@example.net\r\n{ack}"
+    "They told me at the venue that someone kept following them.\r\n"
+    "\r\n"
+    "---------- Forwarded message ---------\r\n"
+    "From: Victim <victim@example.net>\r\n"
+    "Date: Mon, 2 Mar 2026 10:00:00 +0100\r\n"
+    "Subject: what happened on Saturday\r\n"
+    "To: Alice <alice@example.org>\r\n"
+    "\r\n"
+    "> He followed me from the venue to my hotel.\r\n"
+    "-- \r\n"
+    "Alice Example, conduct team\r\n"
+)
+
+
+def on_behalf(gw: Gateway, ack: bool) -> None:
+    body = ON_BEHALF.format(ack="#ack\r\n" if ack else "")
+    raw = (
+        f"From: Alice Example <alice@example.org>\r\nTo: {MODERATE}\r\n"
+        "Subject: Following at the meetup\r\nMessage-ID: <req-1@example.org>\r\n\r\n" + body
+    ).encode()
+    with gw.database.transaction() as session:
+        inbox.store(
+            session,
+            raw=raw,
+            envelope_sender="alice@example.org",
+            recipients=(MODERATE,),
+            source="smtp",
+            now=gw.now(),
+        )
+    Pipeline(lambda: gw.settings, gw.database, gw.secrets, gw.now).process_batch()
+    address = confirm_address(outbox_rows(gw)[-1])
+    reply = (
+        f"From: alice@example.org\r\nTo: {address}\r\nSubject: Re: Please confirm\r\n"
+        "In-Reply-To: <req-1@example.org>\r\nMessage-ID: <yes-1@example.org>\r\n\r\nyes\r\n"
+    ).encode()
+    with gw.database.transaction() as session:
+        inbox.store(
+            session,
+            raw=reply,
+            envelope_sender="alice@example.org",
+            recipients=(address,),
+            source="smtp",
+            now=gw.now(),
+        )
+    Pipeline(lambda: gw.settings, gw.database, gw.secrets, gw.now).process_batch()
+
+
+def test_on_behalf_files_the_request_s_text_and_subject_as_the_report(gw: Gateway) -> None:
+    from storage.models import Message
+
+    on_behalf(gw, ack=False)
+    [case] = cases(gw)
+    assert case.subject == "Following at the meetup"
+    with gw.database.transaction() as session:
+        roles = {p.address: p.role for p in session.execute(select(Participant)).scalars()}
+        [report] = session.execute(
+            select(Message).where(Message.case_number == case.number, Message.kind == "report")
+        ).scalars()
+        filed = session.execute(select(Message).where(Message.case_number == case.number))
+        texts = [m.text or "" for m in filed.scalars()]
+    assert roles["victim@example.net"] == "reporter"
+    assert report.subject == "Following at the meetup"
+    assert "kept following them" in (report.text or "")
+    assert "He followed me from the venue to my hotel." in (report.text or "")
+    assert all(t.strip() != "yes" for t in texts)  # the confirmation is not the report
+    [copy] = [r for r in outbox_rows(gw) if r.kind == "copy" and r.recipient == "bob@example.org"]
+    message = email.message_from_bytes(copy.raw or b"", policy=email.policy.default)
+    assert message["Subject"] == f"[Conduct #{case.number}] Following at the meetup"
+    assert b"He followed me from the venue to my hotel." in (copy.raw or b"")
+    assert b"Message-ID: <req-1@example.org>" in (copy.raw or b"")  # the request attached
+    assert b"<yes-1@example.org>" not in (copy.raw or b"").split(b"\r\n\r\n", 1)[1]
+    # Without #ack the reporter gets nothing.
+    assert [r for r in outbox_rows(gw) if "victim" in r.recipient] == []
+
+
+def test_on_behalf_with_ack_acknowledges_the_reporter_without_the_staff_thread(
+    gw: Gateway,
+) -> None:
+    on_behalf(gw, ack=True)
+    [ack] = [r for r in outbox_rows(gw) if r.kind == "acknowledgement"]
+    assert ack.recipient == "Victim+conduct@example.net"
+    raw = (ack.raw or b"").lower()
+    for trace in (b"req-1@example.org", b"yes-1@example.org", b"alice"):
+        assert trace not in raw, trace
+
+
+def test_on_behalf_acknowledgements_count_against_the_reporter_s_limit(gw: Gateway) -> None:
+    for n in range(5):
+        send(gw, "victim@example.net", "conduct@example.org", f"report {n}\r\n")
+    assert len([r for r in outbox_rows(gw) if r.kind == "acknowledgement"]) == 5
+    on_behalf(gw, ack=True)
+    assert len([r for r in outbox_rows(gw) if r.kind == "acknowledgement"]) == 5
+    assert len(cases(gw)) == 6
