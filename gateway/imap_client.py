@@ -116,6 +116,7 @@ class ImapConnection:
     def select(self, folder: str) -> Selected:
         with _translated():
             found = self._client.select_folder(folder)
+        self.new_mail_pending()  # SELECT's own EXISTS is the count, not news
         return Selected(int(found[b"UIDVALIDITY"]), int(found.get(b"EXISTS", 0)))
 
     def ensure_folder(self, folder: str) -> bool:
@@ -201,27 +202,50 @@ class ImapConnection:
         with _translated():
             self._client.noop()
 
+    def new_mail_pending(self) -> bool:
+        """Whether the server announced new mail (`* N EXISTS`) in its answer to one of the
+        commands since the last SELECT, and forget it.
+
+        imaplib files such untagged answers away and imapclient's IDLE never looks at them:
+        mail that arrived during a pass would otherwise wait for the next IDLE renewal.
+        """
+        untagged = getattr(self._client, "_imap", None)
+        responses = getattr(untagged, "untagged_responses", None)
+        return isinstance(responses, dict) and responses.pop("EXISTS", None) is not None
+
     def idle(
-        self, halt: threading.Event, renew: float, beat: Callable[[], None] = lambda: None
+        self,
+        halt: threading.Event,
+        renew: float,
+        beat: Callable[[], None] = lambda: None,
+        silence: float | None = None,
     ) -> bool:
-        """Wait in IDLE (RFC 2177) until new mail or a warning (True), `renew` seconds or
-        `halt` (False).
+        """Wait in IDLE (RFC 2177) until new mail or a warning (True), `renew` seconds,
+        `silence` seconds without a byte from the server, or `halt` (False).
 
         imapclient's idle_check returns nothing, at once and forever, once the server has
         closed the connection: several quick empty returns in a row mean EOF. A server that
-        stops answering is caught when IDLE ends: DONE waits under the socket timeout.
-        `beat` is called at every tick, for the caller's watchdog.
+        stops answering sends nothing: after `silence` IDLE ends, and DONE (then the next
+        pass) waits under the socket timeout, so a hung server is left within `silence`
+        plus that timeout. Dovecot says "* OK Still here" every 2 minutes, so a `silence`
+        above that never ends a healthy IDLE early. `beat` is called at every tick, for
+        the caller's watchdog.
         """
+        quiet_limit = renew if silence is None else min(silence, renew)
         with _translated():
             self._client.idle()
-            started = time.monotonic()
+            started = heard = time.monotonic()
             changed = False
             quick_empty = 0
-            while not halt.is_set() and time.monotonic() - started < renew:
+            while not halt.is_set():
+                now = time.monotonic()
+                if now - started >= renew or now - heard >= quiet_limit:
+                    break
                 beat()
                 before = time.monotonic()
                 responses = self._client.idle_check(timeout=IDLE_TICK)
                 if responses:
+                    heard = time.monotonic()
                     quick_empty = 0
                     if any(_is_bye(r) for r in responses):
                         raise ImapConnectionLost("server said BYE")

@@ -32,6 +32,9 @@ log = logs.get("imap")
 LEASE_NAME = "imap"
 # RFC 2177: a server may drop an IDLE client after 29 minutes; renew every 10 at most.
 IDLE_RENEW_SECONDS = 600.0
+# No byte from the server in IDLE this long: end IDLE and see whether it still answers
+# (Dovecot's keep-alive comes every 120 s, so a healthy one never reaches this).
+IDLE_SILENCE_SECONDS = 150.0
 COMMAND_TIMEOUT_SECONDS = 60.0  # a server silent this long within a command is gone
 FIRST_RETRY = timedelta(seconds=1)
 RETRY_CAP = timedelta(minutes=5)
@@ -52,6 +55,7 @@ class ImapWatcher:
         tls_context: ssl.SSLContext | None = None,
         idle_renew: float = IDLE_RENEW_SECONDS,
         command_timeout: float = COMMAND_TIMEOUT_SECONDS,
+        idle_silence: float = IDLE_SILENCE_SECONDS,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -60,6 +64,7 @@ class ImapWatcher:
         self.tls_context = tls_context
         self.idle_renew = idle_renew
         self.command_timeout = command_timeout
+        self.idle_silence = idle_silence
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.connected = False
         self.leader = False
@@ -263,11 +268,15 @@ class ImapWatcher:
                 )
             if self._halt.is_set():
                 return
+            if done.stored or done.duplicates or connection.new_mail_pending():
+                # Mail may have come in during this pass (its EXISTS went to a FETCH or a
+                # MOVE, which IDLE never sees): look again until a pass finds nothing.
+                continue
             if idle:
                 level = logging.INFO if not announced or done.stored else logging.DEBUG
                 logs.event(log, level, "imap-idling", folder=imap.folder)
                 announced = True
-                connection.idle(self._halt, self.idle_renew, self._alive)
+                connection.idle(self._halt, self.idle_renew, self._alive, self.idle_silence)
             else:
                 poll = settings.imap.poll_interval.total_seconds()
                 logs.event(log, logging.DEBUG, "imap-polling", in_seconds=poll)
