@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from datetime import datetime
 
+from handlers import templates
 from handlers.command_plans import PLANNERS, Context, Refused, Working
 from handlers.correspondence import staff_audience
 from handlers.effects import (
@@ -113,6 +114,7 @@ def _outgoing(
         raise Refused("the case is anonymous and the text names the reporter")
     effects: list[Effect] = []
     written = {p.address: p.written for p in state.case.participants}
+    params = {"text": text, "case": str(c.case), "case_tag": c.snapshot.team.case_tag}
     for target in targets:
         effects.append(
             SendMail(
@@ -121,14 +123,16 @@ def _outgoing(
                 written=written.get(target, target),
                 kind="reply",
                 template="outgoing",
-                params={"text": text},
+                params=params,
                 caused_by=c.sender,
             )
         )
     if isinstance(command, ct.NotifyAccused):
         state.notified = True
         effects.append(UpdateCase(c.case, {"accused_notified_at": c.now}))
-    return effects, f"sent to {', '.join(targets)}:\n\n{_quoted(text)}"
+    # The result quotes the mail as rendered, signature and all: exactly what went out.
+    sent = templates.render("outgoing", params)
+    return effects, f"sent to {', '.join(targets)}:\n\n{_quoted(sent)}"
 
 
 def _names_reporter(text: str, case: CaseView) -> bool:
@@ -155,6 +159,7 @@ def _escalate(c: Context) -> tuple[list[Effect], str]:
         f"  {role:<9} {address}"
         for address, role in sorted(c.state.roles.items(), key=lambda item: item[1])
     )
+    last = max((item.at for item in c.snapshot.history), default=case.created_at)
     history = "\n\n".join(
         f"--- {item.kind} from {item.sender or '(unknown)'} at "
         f"{item.at.isoformat(timespec='minutes')} ---\n{item.text.strip()}"
@@ -170,6 +175,8 @@ def _escalate(c: Context) -> tuple[list[Effect], str]:
         params={
             "status": c.state.status,
             "opened": case.created_at.isoformat(timespec="minutes"),
+            "last_message": last.isoformat(timespec="minutes"),
+            "escalated": c.now.isoformat(timespec="minutes"),
             "urgent": "yes" if case.urgent else "no",
             "participants": people,
             "history": history or "(nothing filed)",

@@ -167,6 +167,8 @@ Case #{case} is escalated to you by {by}.
 
 Status:       {status}
 Opened:       {opened}
+Last message: {last_message}
+Escalated:    {escalated}
 Urgent:       {urgent}
 
 Participants:

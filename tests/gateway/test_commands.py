@@ -581,3 +581,26 @@ def test_a_merged_case_is_expunged_with_its_target(gw: Gateway) -> None:
     assert case(gw, 2).expunge_at == closed.expunge_at
     command(gw, "#status investigating\r\n")
     assert case(gw, 2).expunge_at is None
+
+
+def test_the_result_mail_shows_exactly_the_text_that_went_out(gw: Gateway) -> None:
+    """SPEC: the result mail shows exactly what went out, signature included."""
+    command(gw, "#reply\r\nThank you, we are looking into it.\r\n")
+    [reply] = mails(gw, "reply")
+    sent = body_of(reply).rstrip("\n").splitlines()
+    assert sent[-2:] == ["-- ", "The Conduct team"]
+    result = last_result(gw)
+    quoted = "\n".join(f"| {line}".rstrip() for line in sent)
+    assert quoted in "\n".join(line.rstrip() for line in result.splitlines())
+
+
+def test_the_escalation_summary_carries_the_case_s_dates(gw: Gateway) -> None:
+    command(gw, "#escalate\r\n")
+    [summary] = [m for m in mails(gw, "notification") if m.recipient == "ed@example.org"]
+    text = body_of(summary)
+    row = case(gw)
+    assert row.escalated_at is not None
+    for label in ("Opened:", "Last message:", "Escalated:"):
+        assert label in text, label
+    assert row.created_at.isoformat(timespec="minutes") in text
+    assert row.escalated_at.isoformat(timespec="minutes") in text

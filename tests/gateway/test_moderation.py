@@ -367,3 +367,9 @@ def test_on_behalf_acknowledgements_count_against_the_reporter_s_limit(gw: Gatew
     on_behalf(gw, ack=True)
     assert len([r for r in outbox_rows(gw) if r.kind == "acknowledgement"]) == 5
     assert len(cases(gw)) == 6
+
+
+def test_a_moderator_s_refused_request_is_answered_and_audited(gw: Gateway) -> None:
+    send(gw, "carol@example.org", MODERATE, "#ban spammer@bad.example list=all\r\n")
+    assert "Nothing was done" in last_text(gw)
+    assert audit_actions(gw)[-1] == "commands-refused"
