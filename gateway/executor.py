@@ -111,6 +111,7 @@ class Executor:
                 possibly_related=effect.possibly_related,
                 imported=effect.imported,
                 status=effect.status,
+                director_only=effect.director_only,
             )
         elif isinstance(effect, AddParticipant):
             case = self._case(effect.case, applied)

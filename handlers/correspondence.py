@@ -11,10 +11,17 @@ from rules import loops
 
 
 def staff_audience(case: CaseView, snapshot: Snapshot, *, exclude: str | None) -> list[Person]:
-    """Staff who are not recused, and the director once the case is escalated or urgent."""
+    """Staff who are not recused, and the director once the case is escalated or urgent.
+
+    A director-only case (mail to conduct+director@) goes to the director alone, whatever
+    the staff list says now: staff configured after it opened are not its participants.
+    """
     team = snapshot.team
-    people = [p for p in team.staff if not case.recused(p.address) and p.address != exclude]
     director = team.director
+    if case.director_only:
+        keep = not case.recused(director.address) and director.address != exclude
+        return [director] if keep else []
+    people = [p for p in team.staff if not case.recused(p.address) and p.address != exclude]
     director_in = case.escalated or case.urgent
     if (
         director_in

@@ -29,6 +29,7 @@ class OpenCase:
     possibly_related: int | None = None
     imported: bool = False
     status: str = "new"
+    director_only: bool = False  # the executive director alone handles it
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,13 @@ from rules.refusals import format_until
 
 
 def audience(case: CaseView, team: Team, kind: str, assignee: str | None) -> list[Person]:
-    """Staff who have not recused; the assignee alone where SPEC says so."""
+    """Staff who have not recused; the assignee alone where SPEC says so.
+
+    A director-only case (or one whose every staff member is recused) reminds the
+    director: nobody else may see it, and no report may wait unseen.
+    """
+    if case.director_only or all(case.recused(p.address) for p in team.staff):
+        return [] if case.recused(team.director.address) else [team.director]
     staff = [p for p in team.staff if not case.recused(p.address)]
     if kind == reminders.ASSIGNEE and assignee:
         chosen = [p for p in staff if p.address == assignee]

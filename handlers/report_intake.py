@@ -16,10 +16,12 @@ from handlers.effects import (
     Outcome,
     RecordIncoming,
     SendMail,
+    UpdateCase,
 )
 from handlers.message import ParsedMessage
-from handlers.snapshot import Person, Snapshot
+from handlers.snapshot import Person, Snapshot, Team
 from rules import loops, naming
+from rules.addresses import AddressError, normalise
 from rules.urgency import urgency_signals
 
 RATE_LIMIT = loops.RATE_LIMIT_PER_HOUR
@@ -52,36 +54,73 @@ def named_people(message: ParsedMessage, people: Iterable[Person]) -> tuple[Pers
     return tuple(found)
 
 
-def _recipients(
-    snapshot: Snapshot,
-    recused: set[str],
-    urgent: bool,
-    intake: Intake,
-) -> tuple[list[Person], bool]:
-    """Who gets the report, and whether the director is among them (SPEC section 5)."""
+@dataclass(frozen=True)
+class Routing:
+    """Who gets the report and who is kept from the case (SPEC sections 3 and 5)."""
+
+    recipients: tuple[Person, ...]
+    recused: frozenset[str]  # participants recorded as recused: they get nothing more
+    director_only: bool  # the director alone handles the case from now on
+    last_resort: bool = False  # every staff member was named, so the director gets it
+
+
+def route(snapshot: Snapshot, named: frozenset[str], urgent: bool, to_director: bool) -> Routing:
+    """To conduct+director@ (not naming the director): the director alone, with every staff
+    member recused, so that no later mail, reminder, digest or bounce notice reaches them.
+    Naming staff recuses them and adds the director. When no staff member is left, the
+    director alone gets it, even if named: a report must reach someone, and the director
+    is where the response procedure escalates to."""
     team = snapshot.team
-    director_recused = team.director.address in recused
-    if intake.to_director and not director_recused:
-        return [team.director], True
-    staff = [p for p in team.staff if p.address not in recused]
+    director = team.director
+    all_staff = frozenset(p.address for p in team.staff)
+    if to_director and director.address not in named:
+        return Routing((director,), named | all_staff, director_only=True)
+    staff = tuple(p for p in team.staff if p.address not in named)
+    if not staff:
+        last_resort = director.address in named
+        return Routing((director,), all_staff, director_only=True, last_resort=last_resort)
     # A report naming staff goes to the director too; so does an urgent one.
-    with_director = not director_recused and (urgent or bool(recused) or intake.to_director)
-    if with_director and all(p.address != team.director.address for p in staff):
-        staff.append(team.director)
-    return staff, with_director
+    if director.address not in named and (urgent or named):
+        staff = (*staff, director)
+    return Routing(staff, named, director_only=False)
 
 
-def _acknowledgement(message: ParsedMessage, snapshot: Snapshot) -> list[Effect]:
+@dataclass(frozen=True)
+class Reporter:
+    address: str  # normalised
+    written: str
+    name: str
+
+
+def _reporter(message: ParsedMessage) -> Reporter | None:
+    """The From address, else the envelope sender (SPEC section 5 sends the acknowledgement
+    there), so a report without From is still answered and the reporter's reply to their
+    signed address still finds the case."""
+    if message.from_address is not None:
+        written = message.from_written or message.from_address
+        return Reporter(message.from_address, written, message.from_name)
+    sender = (message.loop.envelope_sender or "").strip().strip("<>").strip()
+    if not sender:
+        return None
+    try:
+        return Reporter(normalise(sender), sender, "")
+    except AddressError:
+        return None
+
+
+def _acknowledgement(
+    message: ParsedMessage, snapshot: Snapshot, reporter: Reporter | None
+) -> list[Effect]:
     sender = message.loop.envelope_sender
     reason = loops.suppress_auto_reply(message.loop)
-    if reason is not None or not sender or message.from_address is None:
+    if reason is not None or not sender or reporter is None:
         return [Audit(NEW, "acknowledgement-suppressed", None, {"reason": reason or "no-sender"})]
     if not loops.rate_limit_allows(snapshot.automatic_replies.get(sender.lower(), 0), RATE_LIMIT):
         return [Audit(NEW, "acknowledgement-rate-limited", None, {})]
     return [
         SendMail(
             case=NEW,
-            recipient=message.from_address,
+            recipient=reporter.address,
             written=sender,
             kind="acknowledgement",
             template="acknowledgement",
@@ -94,13 +133,23 @@ def _acknowledgement(message: ParsedMessage, snapshot: Snapshot) -> list[Effect]
     ]
 
 
+def _recusal_note(routing: Routing, named: frozenset[str], to_director: bool) -> str:
+    if routing.last_resort:
+        return (
+            "\nRecused:  the report names every staff member and you; nobody else can"
+            "\n          handle it, so it reaches you alone"
+        )
+    if routing.director_only and not to_director:
+        return "\nRecused:  the report names every staff member; it reaches you alone"
+    return "\nRecused:  staff named in this report do not receive it" if named else ""
+
+
 def _staff_copy(
     person: Person,
     message: ParsedMessage,
-    snapshot: Snapshot,
     intake: Intake,
     urgent: bool,
-    recused: set[str],
+    recusal: str,
     to_director_only: bool,
 ) -> SendMail:
     sender = message.from_written or message.loop.envelope_sender or "(no sender)"
@@ -109,7 +158,6 @@ def _staff_copy(
         if intake.possibly_related
         else ""
     )
-    recusal = "\nRecused:  staff named in this report do not receive it" if recused else ""
     return SendMail(
         case=NEW,
         recipient=person.address,
@@ -133,6 +181,33 @@ def _staff_copy(
     )
 
 
+def _participants(
+    team: Team, routing: Routing, named: frozenset[str], reporter: Reporter | None
+) -> list[Effect]:
+    """The reporter, every staff member (recused or not) and, when involved, the director."""
+    effects: list[Effect] = []
+    own = reporter.address if reporter is not None else None
+    if reporter is not None:
+        effects.append(
+            AddParticipant(NEW, reporter.address, reporter.written, reporter.name, "reporter")
+        )
+    for person in team.staff:
+        if person.address != own:
+            recused = person.address in routing.recused
+            effects.append(
+                AddParticipant(NEW, person.address, person.address, person.name, "staff", recused)
+            )
+    director = team.director
+    in_it = director in routing.recipients
+    if (in_it or director.address in named) and own != director.address:
+        effects.append(
+            AddParticipant(
+                NEW, director.address, director.address, director.name, "director", not in_it
+            )
+        )
+    return effects
+
+
 def intake(message: ParsedMessage, snapshot: Snapshot, received: Intake) -> Outcome:
     """Open a case for a new report (automatic mail never opens one: it is kept unfiled)."""
     if loops.is_automatic(message.loop):
@@ -144,63 +219,43 @@ def intake(message: ParsedMessage, snapshot: Snapshot, received: Intake) -> Outc
     team = snapshot.team
     signals = urgency_signals(f"{message.subject}\n{message.text}")
     urgent = bool(signals)
-    everyone = (*team.staff, team.director)
-    recused = {p.address for p in named_people(message, everyone)}
-    if received.to_director and team.director.address in recused:
-        # A report to the director's address about the director goes to the staff.
-        received = Intake(received.rule, received.possibly_related, False, received.received)
-    recipients, with_director = _recipients(snapshot, recused, urgent, received)
-    effects: list[Effect] = [OpenCase(message.subject, urgent, received.possibly_related)]
-    reporter = message.from_address
-    if reporter is not None:
-        effects.append(
-            AddParticipant(
-                NEW, reporter, message.from_written or reporter, message.from_name, "reporter"
-            )
+    named = frozenset(p.address for p in named_people(message, (*team.staff, team.director)))
+    # A report to the director's address about the director goes to the staff.
+    to_director = received.to_director and team.director.address not in named
+    routing = route(snapshot, named, urgent, to_director)
+    reporter = _reporter(message)
+    effects: list[Effect] = [
+        OpenCase(
+            message.subject, urgent, received.possibly_related, director_only=routing.director_only
         )
-    for person in team.staff:
-        if person.address != reporter:
-            effects.append(
-                AddParticipant(
-                    NEW,
-                    person.address,
-                    person.address,
-                    person.name,
-                    "staff",
-                    recused=person.address in recused,
-                )
-            )
-    if (with_director or team.director.address in recused) and reporter != team.director.address:
-        effects.append(
-            AddParticipant(
-                NEW,
-                team.director.address,
-                team.director.address,
-                team.director.name,
-                "director",
-                recused=team.director.address in recused,
-            )
-        )
-    effects.append(RecordIncoming(NEW, "report", received.rule, reporter))
+    ]
+    effects += _participants(team, routing, named, reporter)
+    if routing.director_only:
+        # The case is with the director from the start: they may command it (SPEC "Who may
+        # command") and no "not yet escalated" reminder is due.
+        effects.append(UpdateCase(NEW, {"escalated_at": received.received}))
+    party = reporter.address if reporter is not None else None
+    effects.append(RecordIncoming(NEW, "report", received.rule, party))
     effects.append(
         Audit(
             NEW,
             "case-opened",
-            reporter,
+            party,
             {
                 "rule": received.rule,
                 "urgent": urgent,
                 "signals": list(signals),
                 "possibly_related": received.possibly_related,
-                "recused": sorted(recused),
+                "recused": sorted(routing.recused),
                 "to_director": received.to_director,
+                "director_only": routing.director_only,
+                "last_resort": routing.last_resort,
             },
         )
     )
-    effects += _acknowledgement(message, snapshot)
-    to_director_only = received.to_director and recipients == [team.director]
+    effects += _acknowledgement(message, snapshot, reporter)
+    recusal = _recusal_note(routing, named, to_director)
     effects += [
-        _staff_copy(p, message, snapshot, received, urgent, recused, to_director_only)
-        for p in recipients
+        _staff_copy(p, message, received, urgent, recusal, to_director) for p in routing.recipients
     ]
     return Outcome("report", received.rule, tuple(effects), case=NEW)

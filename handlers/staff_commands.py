@@ -46,6 +46,8 @@ def unauthorised_reason(
             return "director-not-escalated"
     elif not team.is_staff(sender):
         return "not-staff"
+    elif case.director_only:
+        return "director-only"  # staff configured after it opened are not recused, yet out
     if case.recused(sender):
         return "recused"
     if policy.require_dkim and not snapshot.dkim_passed:

@@ -64,6 +64,7 @@ def open_case(
     imported: bool = False,
     status: str = "new",
     created_at: datetime | None = None,
+    director_only: bool = False,
 ) -> int:
     """A new case with the next number; the counter's lock keeps numbers gapless."""
     number = take_next(session, "case")
@@ -76,6 +77,7 @@ def open_case(
             urgent=urgent,
             anonymous=True,
             imported=imported,
+            director_only=director_only,
             possibly_related=possibly_related,
             last_activity_at=opened,
             created_at=opened,
@@ -190,6 +192,7 @@ def views(session: Session, numbers: Iterable[int]) -> dict[int, CaseView]:
             imported=row.imported,
             created_at=row.created_at,
             participants=tuple(people[row.number]),
+            director_only=row.director_only,
         )
         for row in rows
     }

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -64,6 +65,8 @@ class Case(Base):
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     accused_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     imported: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Sent to conduct+director@ (or naming every staff member): the director alone handles it.
+    director_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     possibly_related: Mapped[int | None] = mapped_column(Integer)
     merged_into: Mapped[int | None] = mapped_column(Integer)
     first_staff_mail_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

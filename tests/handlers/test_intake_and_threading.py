@@ -12,6 +12,7 @@ from handlers.effects import (
     RecordIncoming,
     SendMail,
 )
+from handlers.snapshot import ParticipantView
 from rules.tokens import Case, Director
 from tests.handlers.builders import NOW, case_view, message, snapshot
 
@@ -187,3 +188,30 @@ def test_an_auto_reply_joins_its_thread_silently() -> None:
     )
     assert outcome.route == "case"
     assert mails(outcome) == []
+
+
+def test_a_director_only_case_s_mail_reaches_the_director_even_past_new_staff() -> None:
+    from dataclasses import replace
+
+    from handlers.correspondence import staff_audience
+    from handlers.reminders import audience
+    from rules.reminders import STAFF
+
+    # bob joined the staff after the case opened: he is not a participant, yet kept out.
+    view = replace(
+        case_view(
+            3,
+            participants=(
+                ParticipantView("rita@example.net", "rita@example.net", "", "reporter", False),
+                ParticipantView("alice@example.org", "alice@example.org", "", "staff", True),
+                ParticipantView("ed@example.org", "ed@example.org", "", "director", False),
+            ),
+            escalated=True,
+        ),
+        director_only=True,
+    )
+    snap = snapshot(cases=(view,))
+    assert [p.address for p in staff_audience(view, snap, exclude=None)] == ["ed@example.org"]
+    assert [p.address for p in audience(view, snap.team, STAFF, None)] == ["ed@example.org"]
+    outcome = run(message(text="More."), snap, detail=Case(3), numbers=(3,))
+    assert {m.recipient for m in mails(outcome)} == {"ed@example.org"}
