@@ -64,6 +64,7 @@ def components(
     """What this configuration runs, in start order (they stop in reverse)."""
     from gateway.ban_cache import BanCache
     from gateway.imap_watcher import ImapWatcher
+    from gateway.intake_priority import IntakePriority
     from gateway.list_service import ListService
     from gateway.metrics import Metrics, staff_signed
     from gateway.metrics_server import MetricsServer
@@ -90,8 +91,11 @@ def components(
         upstream=lists.deliver_upstream,
         upstream_failed=lists.upstream_failed,
     )
-    pipeline = Pipeline(current, database, found, _clock, on_mail=sender.notify)
-    ingress = SmtpIngress(current, database, lists, _clock, pipeline.notify, metrics=metrics)
+    priority = IntakePriority()  # the pipeline gives way while SMTP clients are served
+    pipeline = Pipeline(current, database, found, _clock, on_mail=sender.notify, priority=priority)
+    ingress = SmtpIngress(
+        current, database, lists, _clock, pipeline.notify, metrics=metrics, priority=priority
+    )
     scheduler = Scheduler(current, database, found, _clock, on_mail=sender.notify)
     running: list[Component] = [bans, lists, sender, pipeline, scheduler, ingress]
     watcher = None

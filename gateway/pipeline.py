@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from gateway import logs
 from gateway.config import Settings
+from gateway.intake_priority import IntakePriority
 from gateway.processing import Refusal, answer_refusal, process
 from gateway.secret import Secrets
 from rules.retry import next_attempt
@@ -35,12 +36,14 @@ class Pipeline:
         secrets: Secrets,
         clock: Callable[[], datetime],
         on_mail: Callable[[], None] = lambda: None,
+        priority: IntakePriority | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
         self.secrets = secrets
         self.clock = clock
         self.on_mail = on_mail
+        self.priority = priority
         self.quarantined = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -55,6 +58,8 @@ class Pipeline:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self.priority is not None:
+            self.priority.release()
         self._wake.set()
         if self._task is not None:
             await self._task
@@ -78,6 +83,8 @@ class Pipeline:
         with self.database.transaction() as session:
             claimed = inbox.claim_due(session, now, CLAIM_LEASE, limit)
         for entry in claimed:
+            if self.priority is not None:
+                self.priority.give_way()
             self.process_one(entry)
         return len(claimed)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway import logs
 from gateway.config import Settings
+from gateway.intake_priority import IntakePriority
 from gateway.list_gate import ListGate
 from gateway.metrics import Metrics
 from gateway.smtp_limits import (
@@ -48,10 +49,11 @@ class SmtpIngress:
         clock: Callable[[], datetime],
         on_stored: Callable[[], None] = lambda: None,
         metrics: Metrics | None = None,
+        priority: IntakePriority | None = None,
     ) -> None:
         self._settings = settings_provider
         self._transactions = Transactions(
-            settings_provider, database, list_gate, clock, on_stored, metrics
+            settings_provider, database, list_gate, clock, on_stored, metrics, priority
         )
         self._connections: set[GatewaySMTP] = set()
         self._server: asyncio.Server | None = None

@@ -13,6 +13,7 @@ from aiosmtpd.smtp import SMTP, Session
 from gateway import logs
 from gateway.config import Settings
 from gateway.inbox_writer import InboxWriter
+from gateway.intake_priority import IntakePriority
 from gateway.list_gate import IncomingEnvelope, ListGate
 from gateway.metrics import Metrics
 from gateway.smtp_limits import SHUTTING_DOWN_REPLY, TOO_MANY_RECIPIENTS_REPLY, Transaction
@@ -46,9 +47,12 @@ class Transactions:
         clock: Callable[[], datetime],
         on_stored: Callable[[], None] = lambda: None,
         metrics: Metrics | None = None,
+        priority: IntakePriority | None = None,
     ) -> None:
         self._settings = settings_provider
         self._metrics = metrics or Metrics(clock)
+        # Told of every transaction, so that the pipeline gives way to intake.
+        self._priority = priority or IntakePriority()
         self._database = database
         self._writer = InboxWriter(database)
         self._list_gate = list_gate
@@ -80,6 +84,7 @@ class Transactions:
         address: str,
         mail_options: list[str],
     ) -> str:
+        self._priority.touch()
         if self.draining:
             return SHUTTING_DOWN_REPLY
         # Read per transaction: a configuration reload applies from the next MAIL on.
@@ -101,6 +106,7 @@ class Transactions:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        self._priority.touch()
         if envelope.table is None:  # aiosmtpd asks for MAIL first; kept for the type
             return "503 5.5.1 Error: need MAIL command"
         if len(envelope.routes) >= envelope.max_recipients:
@@ -122,10 +128,14 @@ class Transactions:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Transaction) -> str:
+        self._priority.touch()
         raw = normalise_line_endings(envelope.original_content or b"")
-        if envelope.kind is TransactionKind.LIST:
-            return await self._relay(session, envelope, raw)
-        return await self._keep(envelope, raw)
+        try:
+            if envelope.kind is TransactionKind.LIST:
+                return await self._relay(session, envelope, raw)
+            return await self._keep(envelope, raw)
+        finally:
+            self._priority.touch()
 
     async def handle_exception(self, error: Exception) -> str:
         # The type only: an exception's text can quote addresses or message content.
