@@ -392,8 +392,20 @@ def test_with_dkim_required_a_signature_by_another_domain_does_not_count(
 
 
 def test_with_dkim_required_l_shorter_than_the_body_does_not_count(strict: Gateway) -> None:
-    signed_command(strict, "Thanks.\r\n", length=True, appended="#status resolved\r\n")
-    assert case(strict).status == "new"
+    """The signed part is itself a command; a line appended after signing (outside l=) must
+    not ride on it: nothing of the message applies."""
+    signed_command(
+        strict, "#status investigating\r\n", length=True, appended="#close no-violation\r\n"
+    )
+    row = case(strict)
+    assert row.status == "new"
+    assert row.closed_at is None
+    assert mails(strict, "result") == []
+
+
+def test_with_dkim_required_l_covering_the_whole_body_counts(strict: Gateway) -> None:
+    signed_command(strict, "#status investigating\r\n", length=True)
+    assert case(strict).status == "investigating"
 
 
 @pytest.mark.parametrize(

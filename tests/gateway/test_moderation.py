@@ -373,3 +373,53 @@ def test_a_moderator_s_refused_request_is_answered_and_audited(gw: Gateway) -> N
     send(gw, "carol@example.org", MODERATE, "#ban spammer@bad.example list=all\r\n")
     assert "Nothing was done" in last_text(gw)
     assert audit_actions(gw)[-1] == "commands-refused"
+
+
+@pytest.fixture
+def strict(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
+    """require_dkim = yes; the test answers the DNS lookups itself (no network)."""
+    from gateway import dkim_check
+    from tests.dkim_keys import key_dns, make_key
+
+    real = dkim_check.verify_aligned
+    dns = key_dns({"s1._domainkey.example.org": make_key("example.org").txt})
+    monkeypatch.setattr(
+        dkim_check,
+        "verify_aligned",
+        lambda raw, domain, dnsfunc=None: real(raw, domain, dnsfunc=dns),
+    )
+    gateway = make_gateway(tmp_path, database_url, extra=EXTRA, require_dkim="yes")
+    yield gateway
+    gateway.database.dispose()
+
+
+def send_signed(gw: Gateway, sender: str, to: str, body: str) -> None:
+    from tests.dkim_keys import make_key, sign_for_tests
+
+    raw = (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: moderation\r\n"
+        f"Message-ID: <mods{next(counter)}@example.org>\r\n\r\n{body}"
+    ).encode()
+    raw = sign_for_tests(raw, "example.org", "s1", make_key("example.org").private_pem)
+    with gw.database.transaction() as session:
+        inbox.store(
+            session, raw=raw, envelope_sender=sender, recipients=(to,), source="smtp", now=gw.now()
+        )
+    Pipeline(lambda: gw.settings, gw.database, gw.secrets, gw.now).process_batch()
+
+
+def test_with_dkim_required_an_unsigned_request_gets_no_confirmation(strict: Gateway) -> None:
+    send(strict, "carol@example.org", MODERATE, "#ban spammer@bad.example\r\n")
+    assert outbox_rows(strict) == []
+    assert audit_actions(strict)[-1] == "moderation-refused"
+
+
+def test_with_dkim_required_an_unsigned_confirmation_runs_nothing(strict: Gateway) -> None:
+    send_signed(strict, "carol@example.org", MODERATE, "#ban spammer@bad.example\r\n")
+    address = confirm_address(outbox_rows(strict)[-1])
+    send(strict, "carol@example.org", address, "yes\r\n")
+    assert bans(strict) == []
+    assert len(outbox_rows(strict)) == 1  # no reply to the unsigned confirmation
+    send_signed(strict, "carol@example.org", address, "yes\r\n")  # still pending: runs
+    [ban] = bans(strict)
+    assert ban.list == "dev@lists.example.org"
