@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -39,6 +41,24 @@ class InboxMessage:
     attempts: int
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """One received message, its envelope and its keys: made by `incoming`, before the
+    transaction, so that hashing does not hold the write lock."""
+
+    raw: bytes
+    envelope_sender: str | None
+    recipients: tuple[str, ...]
+    dedup_key: str
+    message_id: str | None
+
+
+def incoming(
+    raw: bytes, envelope_sender: str | None, recipients: list[str] | tuple[str, ...]
+) -> Incoming:
+    return Incoming(raw, envelope_sender, tuple(recipients), dedup_key(raw), message_id(raw))
+
+
 def store(
     session: Session,
     *,
@@ -49,41 +69,85 @@ def store(
     now: datetime,
 ) -> Stored:
     """Insert once per dedup key; a duplicate adds its recipients while still unprocessed."""
+    return store_many(
+        session, [incoming(raw, envelope_sender, recipients)], source=source, now=now
+    )[0]
+
+
+def store_many(
+    session: Session, messages: Sequence[Incoming], *, source: str, now: datetime
+) -> list[Stored]:
+    """`store` for each message, in order, with one multi-row INSERT: the IMAP watcher
+    commits a whole fetched batch at once. Only duplicates cost a second query."""
     if source not in SOURCES:
         raise ValueError(f"unknown inbox source {source!r}")
-    key = dedup_key(raw)
-    values = {
-        "dedup_key": key,
-        "message_id": message_id(raw),
+    rows = [_row(message, source, now) for message in messages]
+    ids = _insert_new(session, rows) if rows else {}
+    inserted: dict[str, int] = {}  # dedup key -> the position of the copy inserted
+    again: dict[str, list[tuple[str, ...]]] = {}  # dedup key -> the duplicates' recipients
+    for position, message in enumerate(messages):
+        key = message.dedup_key
+        if key in ids and key not in inserted:
+            inserted[key] = position
+        else:  # stored before, or a second copy within this batch
+            again.setdefault(key, []).append(message.recipients)
+    ids.update(_merge_duplicates(session, again))
+    return [
+        Stored(ids[message.dedup_key], duplicate=inserted.get(message.dedup_key) != position)
+        for position, message in enumerate(messages)
+    ]
+
+
+def _row(message: Incoming, source: str, now: datetime) -> dict[str, Any]:
+    return {
+        "dedup_key": message.dedup_key,
+        "message_id": message.message_id,
         "source": source,
-        "envelope_sender": envelope_sender,
-        "envelope_recipients": json.dumps(list(recipients)),
-        "raw": raw,
+        "envelope_sender": message.envelope_sender,
+        "envelope_recipients": json.dumps(list(message.recipients)),
+        "raw": message.raw,
         "state": PENDING,
         "attempts": 0,
         "next_attempt_at": now,
         "received_at": now,
     }
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+
+
+def _insert_new(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """dedup key -> id of each row inserted; a key already stored is skipped."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    table = cast(Table, InboxEntry.__table__)
     statement = (
-        insert(InboxEntry)
-        .values(**values)
+        insert(table)
         .on_conflict_do_nothing(index_elements=["dedup_key"])
-        .returning(InboxEntry.id)
+        .returning(table.c.id, table.c.dedup_key)
     )
-    new_id = session.execute(statement).scalar_one_or_none()
-    if new_id is not None:
-        return Stored(new_id, duplicate=False)
-    existing = session.execute(
-        select(InboxEntry).where(InboxEntry.dedup_key == key).with_for_update()
-    ).scalar_one()
-    if existing.state == PENDING:
-        # The same message to several conduct addresses, delivered separately, is still
-        # processed once, routed by the most specific address (SPEC section 2).
-        merged = list(dict.fromkeys(json.loads(existing.envelope_recipients) + list(recipients)))
+    # A list of parameter sets: SQLAlchemy sends them as multi-row VALUES ("insertmanyvalues"),
+    # in pages within each database's parameter limit.
+    return {str(key): int(new_id) for new_id, key in session.execute(statement, rows).all()}
+
+
+def _merge_duplicates(session: Session, again: dict[str, list[tuple[str, ...]]]) -> dict[str, int]:
+    """The id behind each duplicate key; a row still pending gains the duplicates' recipients.
+
+    The same message to several conduct addresses, delivered separately, is still processed
+    once, routed by the most specific address (SPEC section 2).
+    """
+    if not again:
+        return {}
+    rows = session.execute(
+        select(InboxEntry).where(InboxEntry.dedup_key.in_(list(again))).with_for_update()
+    ).scalars()
+    found: dict[str, int] = {}
+    for existing in rows:
+        found[existing.dedup_key] = existing.id
+        if existing.state != PENDING:
+            continue
+        merged = json.loads(existing.envelope_recipients)
+        for recipients in again[existing.dedup_key]:
+            merged = list(dict.fromkeys(merged + list(recipients)))
         existing.envelope_recipients = json.dumps(merged)
-    return Stored(existing.id, duplicate=True)
+    return found
 
 
 def _to_message(row: InboxEntry) -> InboxMessage:

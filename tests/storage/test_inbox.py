@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from sqlalchemy import delete, select
+
 from storage import inbox
 from storage.db import Database
+from storage.models import InboxEntry
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
@@ -129,3 +133,134 @@ def test_a_failed_entry_is_kept_and_retried_after_its_back_off(db: Database) -> 
     with db.transaction() as session:
         assert inbox.count_by_state(session) == {"done": 1}
         assert inbox.claim_due(session, NOW + timedelta(days=1), LEASE) == []
+
+
+def _report(n: int, body: bytes = b"Something happened.\r\n") -> bytes:
+    return (
+        b"From: reporter@example.net\r\nTo: conduct@example.org\r\n"
+        b"Message-ID: <r%d@example.net>\r\nSubject: report\r\n\r\n" % n
+    ) + body
+
+
+def _incoming(raw: bytes, *recipients: str) -> inbox.Incoming:
+    return inbox.incoming(raw, "reporter@example.net", recipients or ("conduct@example.org",))
+
+
+def _table(db: Database) -> list[tuple[str, str | None, str, bytes, str]]:
+    with db.transaction() as session:
+        rows = session.execute(select(InboxEntry).order_by(InboxEntry.id)).scalars()
+        return [(r.dedup_key, r.message_id, r.envelope_recipients, r.raw, r.source) for r in rows]
+
+
+def test_a_batch_is_stored_in_order_with_each_envelope(db: Database) -> None:
+    batch = [_incoming(_report(n), f"conduct+{n}@example.org") for n in range(3)]
+    with db.transaction() as session:
+        stored = inbox.store_many(session, batch, source="imap", now=NOW)
+    assert [s.duplicate for s in stored] == [False, False, False]
+    assert [s.id for s in stored] == sorted(s.id for s in stored)
+    with db.transaction() as session:
+        entries = [inbox.get(session, s.id) for s in stored]
+    assert [(e.raw, e.envelope_recipients, e.source) for e in entries if e is not None] == [
+        (_report(n), (f"conduct+{n}@example.org",), "imap") for n in range(3)
+    ]
+    assert all(e is not None and e.envelope_sender == "reporter@example.net" for e in entries)
+
+
+def test_a_batch_merges_recipients_into_a_pending_copy_only(db: Database) -> None:
+    with db.transaction() as session:
+        pending = inbox.store(
+            session,
+            raw=_report(1),
+            envelope_sender=None,
+            recipients=["a@x.org"],
+            source="smtp",
+            now=NOW,
+        )
+        done = inbox.store(
+            session,
+            raw=_report(2),
+            envelope_sender=None,
+            recipients=["a@x.org"],
+            source="smtp",
+            now=NOW,
+        )
+        inbox.mark_done(session, done.id, NOW)
+    batch = [
+        _incoming(_report(1), "b@x.org"),
+        _incoming(_report(3)),
+        _incoming(_report(2), "b@x.org"),
+    ]
+    with db.transaction() as session:
+        stored = inbox.store_many(session, batch, source="imap", now=NOW)
+    assert [(s.id, s.duplicate) for s in stored] == [
+        (pending.id, True),
+        (stored[1].id, False),
+        (done.id, True),
+    ]
+    with db.transaction() as session:
+        first, second = inbox.get(session, pending.id), inbox.get(session, done.id)
+    assert first is not None
+    assert first.envelope_recipients == ("a@x.org", "b@x.org")
+    assert second is not None
+    assert second.envelope_recipients == ("a@x.org",)
+
+
+def test_a_message_twice_in_one_batch_is_one_entry_with_both_recipients(db: Database) -> None:
+    bare = b"From: a@example.net\r\nSubject: x\r\n\r\nno message-id\r\n"
+    batch = [
+        _incoming(_report(1), "conduct@example.org"),
+        _incoming(bare, "conduct@example.org"),
+        _incoming(_report(1), "conduct+7@example.org", "conduct@example.org"),
+        _incoming(bare, "conduct+director@example.org"),
+    ]
+    with db.transaction() as session:
+        stored = inbox.store_many(session, batch, source="imap", now=NOW)
+        assert inbox.count_by_state(session) == {"pending": 2}
+    assert [s.duplicate for s in stored] == [False, False, True, True]
+    assert (stored[2].id, stored[3].id) == (stored[0].id, stored[1].id)
+    with db.transaction() as session:
+        report, other = inbox.get(session, stored[0].id), inbox.get(session, stored[1].id)
+    assert report is not None
+    assert report.envelope_recipients == ("conduct@example.org", "conduct+7@example.org")
+    assert other is not None
+    assert other.envelope_recipients == ("conduct@example.org", "conduct+director@example.org")
+
+
+def test_a_batch_leaves_the_same_rows_as_one_store_at_a_time(db: Database) -> None:
+    """Same table either way, on a mix of new messages, copies and a changed body."""
+    mixed = [
+        _incoming(_report(1)),
+        _incoming(_report(2), "conduct+4@example.org"),
+        _incoming(_report(1), "conduct+9@example.org"),
+        _incoming(_report(2, b"Another body.\r\n")),
+        _incoming(b"Subject: none\r\n\r\nbody\r\n"),
+        _incoming(_report(2), "conduct@example.org"),
+    ]
+    with db.transaction() as session:
+        singly = [
+            inbox.store(
+                session,
+                raw=m.raw,
+                envelope_sender=m.envelope_sender,
+                recipients=m.recipients,
+                source="ingest",
+                now=NOW,
+            )
+            for m in mixed
+        ]
+    expected = _table(db)
+    with db.transaction() as session:
+        session.execute(delete(InboxEntry))
+    with db.transaction() as session:
+        batched = inbox.store_many(session, mixed, source="ingest", now=NOW)
+    assert [s.duplicate for s in batched] == [s.duplicate for s in singly]
+    assert _table(db) == expected
+    assert len(expected) == 4
+
+
+def test_an_empty_batch_stores_nothing_and_an_unknown_source_is_refused(db: Database) -> None:
+    with db.transaction() as session:
+        assert inbox.store_many(session, [], source="imap", now=NOW) == []
+        with pytest.raises(ValueError, match="unknown inbox source"):
+            inbox.store_many(session, [_incoming(REPORT)], source="carrier-pigeon", now=NOW)
+        assert inbox.count_by_state(session) == {}
