@@ -19,6 +19,7 @@ from gateway.list_gate import IncomingEnvelope
 from gateway.list_records import ListRecords, needs_smtputf8, trace_field
 from gateway.metrics import Metrics
 from gateway.secret import Secrets
+from gateway.upstream_pool import UpstreamPool
 from handlers.list_posts import ListTarget, ListVerdict, NoContact, decide
 from handlers.outcome import Verdict
 from rules.addresses import AddressError, normalise
@@ -65,6 +66,8 @@ class ListService:
         self._relayed: list[tuple[str, str, str, datetime]] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        # Idle connections to the list server, for the next post or outbox copy.
+        self.pool = UpstreamPool()
 
     async def start(self) -> None:
         await self._refresh()
@@ -75,11 +78,13 @@ class ListService:
         if self._task is not None:
             await self._task
         await self._flush()
+        await self.pool.close()
 
     async def _maintain(self) -> None:
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), REFRESH_SECONDS)
+            self.pool.sweep()
             try:
                 await self._flush()
                 await self._refresh()
@@ -234,6 +239,7 @@ class ListService:
                 smtputf8=envelope.smtputf8,
                 helo_name=settings.smtp.hostname,
                 timeout=min(RELAY_STEP_TIMEOUT, max(budget, 1.0)),
+                pool=self.pool,
             )
         )
         try:
@@ -289,6 +295,7 @@ class ListService:
             smtputf8=needs_smtputf8(mail.envelope_sender, mail.recipient, mail.raw),
             helo_name=settings.smtp.hostname,
             timeout=RELAY_STEP_TIMEOUT,
+            pool=self.pool,
         )
         reply = result.replies[0].reply
         return DeliveryResult.from_reply(reply.code, reply.text)

@@ -111,6 +111,10 @@ class LMTPClient:
                 raise
         return replies + [REPLY_LOST] * (accepted - len(replies))
 
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
     async def quit(self) -> None:
         """Say goodbye if the connection still stands; errors here change nothing."""
         try:

@@ -1,9 +1,10 @@
 """Before-queue relay of a permitted post to the upstream list server (SPEC section 6).
 
-One connection per call: connect, EHLO (SMTP) or LHLO (LMTP), MAIL, one RCPT per
-recipient, DATA, QUIT. The upstream's replies come back as a RelayResult; only a
-failure to talk to the upstream at all raises UpstreamUnavailable (the caller answers
-`451 4.4.1`). Connection reuse would keep a `_Session` open and send RSET between calls.
+An idle connection from the pool (gateway/upstream_pool.py) or a new one (connect, EHLO
+for SMTP or LHLO for LMTP), then MAIL, one RCPT per recipient and DATA; a connection
+whose transaction ended cleanly goes back to the pool, any other is closed with QUIT.
+The upstream's replies come back as a RelayResult; only a failure to talk to the
+upstream at all raises UpstreamUnavailable (the caller answers `451 4.4.1`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from aiosmtplib import (
 
 from gateway import logs
 from gateway.config_values import HostPort
-from gateway.lmtp_client import LMTPClient
+from gateway.lmtp_client import REPLY_LOST, LMTPClient
+from gateway.upstream_pool import UpstreamPool
 from rules.errors import GatewayError
 from rules.line_endings import normalise_line_endings
 
@@ -149,6 +151,7 @@ async def relay(
     smtputf8: bool,
     helo_name: str,
     timeout: float,  # noqa: ASYNC109 -- bounds each step of the dialogue, not the whole call
+    pool: UpstreamPool | None = None,
 ) -> RelayResult:
     """Relay one transaction; `data` is the whole message as the upstream should get it.
 
@@ -157,26 +160,47 @@ async def relay(
     `data` arrives byte for byte: the transport dot-stuffs lines starting with "." and
     the upstream unstuffs them. A bare CR or LF (ingress has already normalised them)
     would become CRLF, as aiosmtplib does, so no upstream can read a line end differently.
+    With a `pool`, an idle connection is used when there is one, and the connection
+    waits there for the next post once the transaction has ended cleanly.
     """
     if not recipients:
         raise ValueError("relay needs at least one recipient")
     message = normalise_line_endings(data)
     if not message.endswith(b"\r\n"):
         message += b"\r\n"
-    kind = _LMTPSession if protocol == "lmtp" else _SMTPSession
-    session: _Session = kind(upstream, helo_name, timeout)
-    try:
-        await session.open()
-        result = await _transaction(session, mail_from, recipients, message, eight_bit, smtputf8)
-    except SMTPHeloError as error:
-        raise _unavailable(upstream, f"greeting refused with {error.code}") from error
-    except _ServiceClosing as error:
-        raise _unavailable(upstream, "421 service closing") from error
-    except (SMTPException, OSError) as error:
-        # Refused or lost connection, timeout, greeting other than 220, malformed reply.
-        raise _unavailable(upstream, f"{type(error).__name__}: {error}") from error
-    finally:
-        await session.close()
+    key = (str(upstream), protocol, helo_name)
+    waiting = pool.take(key) if pool is not None else None
+    result: RelayResult | None = None
+    if isinstance(waiting, _Session):
+        waiting.timeout = timeout
+        result = await _attempt(
+            waiting,
+            upstream,
+            key,
+            pool,
+            mail_from,
+            recipients,
+            message,
+            eight_bit,
+            smtputf8,
+            reused=True,
+        )
+    if result is None:
+        kind = _LMTPSession if protocol == "lmtp" else _SMTPSession
+        fresh: _Session = kind(upstream, helo_name, timeout)
+        result = await _attempt(
+            fresh,
+            upstream,
+            key,
+            pool,
+            mail_from,
+            recipients,
+            message,
+            eight_bit,
+            smtputf8,
+            reused=False,
+        )
+    assert result is not None  # a fresh session answers or raises
     logs.event(
         log,
         logging.DEBUG,  # the list relay logs `relayed` for the same post at info
@@ -189,6 +213,42 @@ async def relay(
         reply=result.client_reply()[:3],
     )
     return result
+
+
+async def _attempt(
+    session: _Session,
+    upstream: HostPort,
+    key: tuple[str, str, str],
+    pool: UpstreamPool | None,
+    mail_from: str,
+    recipients: Sequence[str],
+    message: bytes,
+    eight_bit: bool,
+    smtputf8: bool,
+    *,
+    reused: bool,
+) -> RelayResult | None:
+    """The transaction on `session`; None when a reused session turns out to be closed
+    before its MAIL was answered (nothing of the post was sent: try a fresh one)."""
+    try:
+        if not reused:
+            await session.open()
+        return await _transaction(session, mail_from, recipients, message, eight_bit, smtputf8)
+    except SMTPHeloError as error:
+        raise _unavailable(upstream, f"greeting refused with {error.code}") from error
+    except _ServiceClosing as error:
+        raise _unavailable(upstream, "421 service closing") from error
+    except (SMTPException, OSError) as error:
+        if reused and not session.answered:
+            return None
+        # Refused or lost connection, timeout, greeting other than 220, malformed reply.
+        raise _unavailable(upstream, f"{type(error).__name__}: {error}") from error
+    finally:
+        if pool is not None and session.settled:
+            session.answered = session.settled = False
+            pool.give(key, session)
+        else:
+            await session.close()
 
 
 async def _transaction(
@@ -245,14 +305,33 @@ class _Session:
     """MAIL and RCPT as replies; each protocol supplies open, data and close."""
 
     client: aiosmtplib.SMTP | LMTPClient
+    # `answered`: the upstream replied to this transaction's MAIL, so the connection was
+    # alive. `settled`: the DATA reply was read, so the connection may carry another post.
+    answered = False
+    settled = False
 
     async def mail(self, sender: str, options: list[str], encoding: str) -> Reply:
         try:
-            return Reply.of(await self.client.mail(sender, options=options, encoding=encoding))
+            reply = Reply.of(await self.client.mail(sender, options=options, encoding=encoding))
         except SMTPSenderRefused as error:
+            self.answered = True
             return _checked(Reply(error.code, error.message))
         except ValueError:  # unsafe on a command line, or not ASCII without SMTPUTF8
             return BAD_SENDER
+        self.answered = True
+        return reply
+
+    @property
+    def timeout(self) -> float:
+        return float(self.client.timeout or 0)
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self.client.timeout = seconds
+
+    @property
+    def usable(self) -> bool:
+        raise NotImplementedError
 
     async def rcpt(self, recipient: str, encoding: str) -> Reply:
         try:
@@ -299,7 +378,12 @@ class _SMTPSession(_Session):
             reply = Reply.of(await self.smtp.data(message))
         except SMTPDataError as error:
             reply = _checked(Reply(error.code, error.message))
+        self.settled = True
         return [reply] * accepted, reply
+
+    @property
+    def usable(self) -> bool:
+        return self.smtp.is_connected
 
     async def close(self) -> None:
         try:
@@ -328,7 +412,13 @@ class _LMTPSession(_Session):
         except SMTPDataError as error:
             # RFC 2033 section 4.2: a refused DATA command is one reply for everyone.
             return [_checked(Reply(error.code, error.message))] * accepted, None
+        # A reply lost with the connection: the session carries nothing more.
+        self.settled = REPLY_LOST not in responses
         return [Reply.of(response) for response in responses], None
+
+    @property
+    def usable(self) -> bool:
+        return self.lmtp.connected
 
     async def close(self) -> None:
         await self.lmtp.quit()
