@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -12,12 +13,11 @@ from gateway.config import ImapSettings, Settings
 from gateway.imap_client import ImapConnection, ImapError, Listed
 from rules.envelope import RecoveredEnvelope, recover
 from rules.line_endings import normalise_line_endings
-from rules.message_keys import dedup_key
 from storage import imap_state, inbox
 from storage.db import Database
 
 log = logs.get("imap")
-BATCH_MESSAGES = 50  # per FETCH, per transaction and per MOVE
+BATCH_MESSAGES = 500  # per FETCH, per transaction and per MOVE
 BATCH_BYTES = 8 * 1024 * 1024
 IN_INBOX = (imap_state.COMMITTED, imap_state.MOVED)
 
@@ -35,6 +35,37 @@ def mailbox_key(imap: ImapSettings) -> str:
     return f"{imap.username}@{imap.host}/{imap.folder}"[:512]
 
 
+@dataclass(frozen=True)
+class _Target:
+    """Where a pass writes: the database, and the ImapSeen key of the selected folder."""
+
+    database: Database
+    settings: Settings
+    clock: Callable[[], datetime]
+    mailbox: str
+    uidvalidity: int
+
+    def commit(self, found: list[tuple[int, bytes]]) -> tuple[int, int]:
+        """One transaction for a fetched batch: inbox rows and their ImapSeen rows together.
+
+        Returns (new inbox rows, duplicates). Parsing and hashing happen before the
+        transaction, so the SQLite write lock is held only for the two inserts.
+        """
+        conduct = self.settings.gateway.conduct_address
+        prepared = [_incoming(normalise_line_endings(raw), conduct) for _, raw in found]
+        keys = [(uid, message.dedup_key) for (uid, _), message in zip(found, prepared, strict=True)]
+        with self.database.transaction() as session:
+            now = self.clock()
+            stored = inbox.store_many(session, prepared, source="imap", now=now)
+            imap_state.record_committed(session, self.mailbox, self.uidvalidity, keys, now)
+        duplicates = sum(result.duplicate for result in stored)
+        return len(stored) - duplicates, duplicates
+
+    def mark_moved(self, uids: list[int]) -> None:
+        with self.database.transaction() as session:
+            imap_state.mark_moved(session, self.mailbox, self.uidvalidity, uids, self.clock())
+
+
 def ingest_folder(
     connection: ImapConnection,
     settings: Settings,
@@ -45,34 +76,63 @@ def ingest_folder(
 ) -> Pass:
     """Everything waiting in `[imap] folder`, in UID order; returns what it did."""
     imap = settings.imap
-    mailbox = mailbox_key(imap)
     uidvalidity = connection.select(imap.folder).uidvalidity
+    target = _Target(database, settings, clock, mailbox_key(imap), uidvalidity)
     listing = connection.listing()
     with database.transaction() as session:
-        known = imap_state.states(session, mailbox, uidvalidity, [m.uid for m in listing])
+        known = imap_state.states(session, target.mailbox, uidvalidity, [m.uid for m in listing])
     limit = settings.smtp.max_message_size
     # Committed before a crash or a failed move: only the move is missing.
     unmoved = [m.uid for m in listing if known.get(m.uid) in IN_INBOX]
     if unmoved:
-        _move(connection, database, clock, mailbox, uidvalidity, unmoved, imap.processed_folder)
+        connection.move(unmoved, imap.processed_folder)
+        target.mark_moved(unmoved)
     big = [m for m in listing if known.get(m.uid) not in IN_INBOX and m.size > limit]
     for found in big:
         alive()
-        _too_large(connection, settings, database, clock, mailbox, uidvalidity, found, known)
+        _too_large(connection, target, found, known)
     wanted = [m for m in listing if known.get(m.uid) not in IN_INBOX and m.size <= limit]
-    stored = duplicates = 0
-    for batch in _batches(wanted):
-        alive()
-        raws = connection.fetch(batch)
-        # Expunged by someone else meanwhile: not fetched, nothing to do.
-        fetched = [(uid, raws[uid]) for uid in batch if uid in raws]
-        new, again = _commit(database, settings, clock, mailbox, uidvalidity, fetched)
-        stored, duplicates = stored + new, duplicates + again
-        if fetched:
-            on_stored()
-            uids = [uid for uid, _ in fetched]
-            _move(connection, database, clock, mailbox, uidvalidity, uids, imap.processed_folder)
+    stored, duplicates = _take_in(connection, target, wanted, on_stored, alive)
     return Pass(uidvalidity, stored, duplicates, len(big))
+
+
+def _take_in(
+    connection: ImapConnection,
+    target: _Target,
+    wanted: list[Listed],
+    on_stored: Callable[[], None],
+    alive: Callable[[], None],
+) -> tuple[int, int]:
+    """Fetch, commit and move batch by batch: (new inbox rows, duplicates).
+
+    Every database write runs in order in one committer thread, so a batch commits while
+    this thread fetches the next one and moves the one before: the IMAP server and the
+    database work side by side. A batch is moved only once its commit has returned.
+    """
+    stored = duplicates = 0
+    folder = target.settings.imap.processed_folder
+    committing: tuple[Future[tuple[int, int]], list[int]] | None = None
+    marks: list[Future[None]] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="imap-commit") as committer:
+        for batch in [*_batches(wanted), []]:
+            alive()
+            raws = connection.fetch(batch) if batch else {}
+            # Expunged by someone else meanwhile: not fetched, nothing to do.
+            fetched = [(uid, raws[uid]) for uid in batch if uid in raws]
+            previous = committing
+            committing = None
+            if fetched:
+                future = committer.submit(target.commit, fetched)
+                committing = future, [uid for uid, _ in fetched]
+            if previous is not None:
+                new, again = previous[0].result()
+                stored, duplicates = stored + new, duplicates + again
+                on_stored()
+                connection.move(previous[1], folder)
+                marks.append(committer.submit(target.mark_moved, previous[1]))
+    for mark in marks:
+        mark.result()
+    return stored, duplicates
 
 
 def _batches(listing: list[Listed]) -> Iterator[list[int]]:
@@ -88,82 +148,26 @@ def _batches(listing: list[Listed]) -> Iterator[list[int]]:
         yield batch
 
 
-def _commit(
-    database: Database,
-    settings: Settings,
-    clock: Callable[[], datetime],
-    mailbox: str,
-    uidvalidity: int,
-    found: list[tuple[int, bytes]],
-) -> tuple[int, int]:
-    """One transaction for a fetched batch: inbox rows and their ImapSeen rows together.
-
-    Returns (new inbox rows, duplicates). Parsing happens before the transaction, so the
-    SQLite write lock is held only for the inserts.
-    """
-    conduct = settings.gateway.conduct_address
-    prepared = []
-    for uid, fetched in found:
-        raw = normalise_line_endings(fetched)
-        prepared.append((uid, raw, _envelope(raw, conduct), dedup_key(raw)))
-    new = duplicates = 0
-    with database.transaction() as session:
-        now = clock()
-        for _, raw, envelope, _ in prepared:
-            result = inbox.store(
-                session,
-                raw=raw,
-                envelope_sender=envelope.sender,
-                recipients=envelope.recipients or (conduct,),
-                source="imap",
-                now=now,
-            )
-            duplicates += result.duplicate
-            new += not result.duplicate
-        keys = [(uid, key) for uid, _, _, key in prepared]
-        imap_state.record_committed(session, mailbox, uidvalidity, keys, now)
-    return new, duplicates
-
-
-def _envelope(raw: bytes, conduct_address: str) -> RecoveredEnvelope:
+def _incoming(raw: bytes, conduct_address: str) -> inbox.Incoming:
     try:
-        return recover(raw, conduct_address)
+        envelope = recover(raw, conduct_address)
     except Exception:  # unreadable headers: the mailbox is the conduct address anyway
-        return RecoveredEnvelope(None, ())
-
-
-def _move(
-    connection: ImapConnection,
-    database: Database,
-    clock: Callable[[], datetime],
-    mailbox: str,
-    uidvalidity: int,
-    uids: list[int],
-    folder: str,
-) -> None:
-    connection.move(uids, folder)
-    with database.transaction() as session:
-        imap_state.mark_moved(session, mailbox, uidvalidity, uids, clock())
+        envelope = RecoveredEnvelope(None, ())
+    return inbox.incoming(raw, envelope.sender, envelope.recipients or (conduct_address,))
 
 
 def _too_large(
-    connection: ImapConnection,
-    settings: Settings,
-    database: Database,
-    clock: Callable[[], datetime],
-    mailbox: str,
-    uidvalidity: int,
-    found: Listed,
-    known: dict[int, str],
+    connection: ImapConnection, target: _Target, found: Listed, known: dict[int, str]
 ) -> None:
     """Left in the folder and flagged; staff are told once per (mailbox, UIDVALIDITY, UID)."""
     if known.get(found.uid) == imap_state.TOO_LARGE:
         return
+    settings, uidvalidity = target.settings, target.uidvalidity
     headers = connection.header_fields(found.uid, imap_notice.HEADER_FIELDS)
     notice = imap_notice.TooLarge(settings.imap.folder, uidvalidity, found.uid, found.size, headers)
-    with database.transaction() as session:
-        now = clock()
-        first = imap_state.claim_too_large(session, mailbox, uidvalidity, found.uid, now)
+    with target.database.transaction() as session:
+        now = target.clock()
+        first = imap_state.claim_too_large(session, target.mailbox, uidvalidity, found.uid, now)
         mails = imap_notice.report(session, settings, notice, now) if first else 0
     if first:
         logs.event(
