@@ -7,8 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy.orm import Session
-
 from storage import inbox
 from storage.db import Database
 
@@ -17,10 +15,7 @@ MAX_BATCH = 64
 
 @dataclass
 class _Item:
-    raw: bytes
-    sender: str | None
-    recipients: Sequence[str]
-    source: str
+    message: inbox.Incoming
     now: datetime
     result: inbox.Stored | None = None
     error: BaseException | None = None
@@ -32,16 +27,18 @@ class InboxWriter:
     everything queued so far; the others wait for that commit and return its answer, so
     each 250 still follows its own commit (SPEC section 2)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, source: str) -> None:
         self.database = database
+        self.source = source
         self._cond = threading.Condition()
         self._queue: list[_Item] = []
         self._flushing = False
 
     def store(
-        self, raw: bytes, sender: str | None, recipients: Sequence[str], source: str, now: datetime
+        self, raw: bytes, sender: str | None, recipients: Sequence[str], now: datetime
     ) -> inbox.Stored:
-        item = _Item(raw, sender, recipients, source, now)
+        # Hashed here, in the caller's thread, before the write lock is taken.
+        item = _Item(inbox.incoming(raw, sender, tuple(recipients)), now)
         with self._cond:
             self._queue.append(item)
             while self._flushing and not item.done:
@@ -66,7 +63,9 @@ class InboxWriter:
     def _flush(self, batch: list[_Item]) -> None:
         try:
             with self.database.transaction(urgent=True) as session:
-                results = [_store(session, item) for item in batch]
+                results = inbox.store_many(
+                    session, [item.message for item in batch], source=self.source, now=batch[0].now
+                )
         except Exception as error:
             if len(batch) == 1:
                 batch[0].error = error
@@ -79,14 +78,3 @@ class InboxWriter:
         for item, result in zip(batch, results, strict=True):
             item.result = result
             item.done = True
-
-
-def _store(session: Session, item: _Item) -> inbox.Stored:
-    return inbox.store(
-        session,
-        raw=item.raw,
-        envelope_sender=item.sender,
-        recipients=list(item.recipients),
-        source=item.source,
-        now=item.now,
-    )

@@ -54,7 +54,7 @@ class Transactions:
         # Told of every transaction, so that the pipeline gives way to intake.
         self._priority = priority or IntakePriority()
         self._database = database
-        self._writer = InboxWriter(database)
+        self._writer = InboxWriter(database, source="smtp")
         self._list_gate = list_gate
         self._clock = clock
         self._on_stored = on_stored
@@ -175,7 +175,7 @@ class Transactions:
         self, raw: bytes, sender: str | None, recipients: list[str], now: datetime
     ) -> inbox.Stored:
         try:
-            return self._writer.store(raw, sender, recipients, "smtp", now)
+            return self._writer.store(raw, sender, recipients, now)
         except Exception as error:
             logs.event(
                 log,

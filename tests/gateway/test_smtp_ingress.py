@@ -509,10 +509,10 @@ def test_a_client_that_hangs_up_mid_data_leaves_nothing_and_the_server_serves_on
 def test_a_storage_failure_answers_451_with_no_detail_and_stores_nothing(
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def unwritable(*args: Any, **kwargs: Any) -> inbox.Stored:
+    def unwritable(*args: Any, **kwargs: Any) -> list[inbox.Stored]:
         raise OperationalError("INSERT INTO inbox", {}, Exception("disk I/O error at /var/db"))
 
-    monkeypatch.setattr(inbox, "store", unwritable)
+    monkeypatch.setattr(inbox, "store_many", unwritable)
     caplog.set_level(logging.INFO, logger="conduct_gateway")
     assert send(gateway, message("lost@example.net")) == (451, LOCAL_ERROR)
     [failed] = [r for r in caplog.records if r.getMessage() == "smtp-store-failed"]
