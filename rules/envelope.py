@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import functools
 import re
 from dataclasses import dataclass
 
@@ -66,6 +67,15 @@ def header_addresses(value: str) -> list[str]:
     return [a or b for a, b in _PLAIN_MAILBOX.findall(value)]
 
 
+@functools.lru_cache(maxsize=4096)
+def _domain(address: str) -> str | None:
+    """The normalised domain, or None; cached: a backlog names the same few domains."""
+    try:
+        return domain_of(address)
+    except AddressError:
+        return None
+
+
 def _first_address(value: str) -> str | None:
     found = header_addresses(value)
     return found[0] if found else None
@@ -89,17 +99,14 @@ def recover(raw: bytes, conduct_address: str) -> RecoveredEnvelope:
                 address = _first_address(value)
                 if address:
                     return RecoveredEnvelope(sender, (address,))
-    try:
-        conduct_domain = domain_of(conduct_address)
-    except AddressError:
+    conduct_domain = _domain(conduct_address)
+    if conduct_domain is None:
         return RecoveredEnvelope(sender, ())
-    recipients = []
-    for name, value in fields:
-        if name in ("to", "cc"):
-            for address in header_addresses(value):
-                try:
-                    if domain_of(address) == conduct_domain:
-                        recipients.append(address)
-                except AddressError:
-                    continue
+    recipients = [
+        address
+        for name, value in fields
+        if name in ("to", "cc")
+        for address in header_addresses(value)
+        if _domain(address) == conduct_domain
+    ]
     return RecoveredEnvelope(sender, tuple(dict.fromkeys(recipients)))

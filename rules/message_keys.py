@@ -25,6 +25,10 @@ def split_message(raw: bytes) -> tuple[bytes, bytes]:
 def message_id(raw: bytes) -> str | None:
     """The first Message-ID field's id without angle brackets, or None."""
     header, _ = split_message(raw)
+    return _message_id(header)
+
+
+def _message_id(header: bytes) -> str | None:
     field = _MESSAGE_ID.search(header)
     if field is None:
         return None
@@ -36,12 +40,17 @@ def message_id(raw: bytes) -> str | None:
 
 def dedup_key(raw: bytes) -> str:
     """`mid:` + SHA-256(Message-ID, body), else `raw:` + SHA-256 of the whole message."""
-    mid = message_id(raw)
+    return keys(raw)[0]
+
+
+def keys(raw: bytes) -> tuple[str, str | None]:
+    """(dedup key, Message-ID), reading the header block once."""
+    header, body = split_message(raw)
+    mid = _message_id(header)
     if mid is None:
-        return "raw:" + hashlib.sha256(raw).hexdigest()
-    _, body = split_message(raw)
+        return "raw:" + hashlib.sha256(raw).hexdigest(), None
     digest = hashlib.sha256(mid.encode("utf-8") + b"\0" + _canonical_body(body)).hexdigest()
-    return "mid:" + digest
+    return "mid:" + digest, mid
 
 
 def _canonical_body(body: bytes) -> bytes:

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from rules.message_keys import dedup_key, message_id
+from rules.message_keys import keys
 from storage.claims import claim
 from storage.models import InboxEntry
 
@@ -56,7 +56,8 @@ class Incoming:
 def incoming(
     raw: bytes, envelope_sender: str | None, recipients: list[str] | tuple[str, ...]
 ) -> Incoming:
-    return Incoming(raw, envelope_sender, tuple(recipients), dedup_key(raw), message_id(raw))
+    key, found_id = keys(raw)
+    return Incoming(raw, envelope_sender, tuple(recipients), key, found_id)
 
 
 def store(
