@@ -261,6 +261,7 @@ class Jobs:
                 frozenset(p.address for p in views[c.number].participants if p.recused)
                 if c.number in views
                 else frozenset(),
+                director_only=c.director_only,
             )
             for c in open_cases
         ]

@@ -100,6 +100,7 @@ class DigestCase:
     subject: str
     created_at: datetime
     recused: frozenset[str]
+    director_only: bool = False  # never listed to staff, whoever joined the staff since
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,11 @@ class DigestFacts:
 
 
 def digest_text(facts: DigestFacts, reader: str, now: datetime, zone: tzinfo) -> str:
-    """Open cases by age and status (not those the reader recused from), and what waits."""
+    """Open cases by age and status (not those the reader recused from, nor the
+    director's alone: the digest's readers are staff), and what waits."""
     visible = sorted(
-        (c for c in facts.cases if reader not in c.recused), key=lambda c: c.created_at
+        (c for c in facts.cases if reader not in c.recused and not c.director_only),
+        key=lambda c: c.created_at,
     )
     lines = [f"Daily digest, {format_until(now, zone)}", "", f"Open cases: {len(visible)}"]
     for case in visible:

@@ -208,3 +208,20 @@ def test_a_bounce_on_a_director_only_case_is_told_to_the_director_alone(gw: Gate
     deliver(gw, returned, None, copy.envelope_sender)
     notices = [r for r in outbox(gw, mark) if r.kind == "bounce-notice"]
     assert [r.recipient for r in notices] == ["ed@example.org"]
+
+
+def test_staff_added_later_never_see_a_director_only_case_in_the_digest(gw: Gateway) -> None:
+    deliver(gw, REPORT, "rita@example.net", "conduct+director@example.org")
+    from tests.gateway.test_commands import reconfigure
+
+    reconfigure(gw, "Alice Example <alice@example.org>, bob@example.org, carol@example.org")
+    mark = last_id(gw)
+    Jobs(lambda: gw.settings, gw.database, gw.secrets).digest(gw.now())
+    digests = outbox(gw, mark)
+    assert "carol@example.org" in {row.recipient for row in digests}
+    for row in digests:
+        body = email.message_from_bytes(row.raw or b"", policy=email.policy.default)
+        text = body.get_body(("plain",))
+        assert text is not None
+        assert "About the board" not in text.get_content(), row.recipient
+        assert "#1 " not in text.get_content(), row.recipient
