@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from storage import audit
 from storage.models import (
@@ -27,17 +27,24 @@ from storage.models import (
 PURGED_PATTERN = "(purged)"  # an ended ban of a purged case; no address looks like it
 
 
+def _due(case: type[Case], now: datetime) -> ColumnElement[bool]:
+    return and_(case.closed_at.is_not(None), case.expunge_at.is_not(None), case.expunge_at <= now)
+
+
 def due_cases(session: Session, now: datetime) -> list[int]:
-    """Closed cases whose expunge date is not after now, not yet purged."""
+    """Closed cases whose expunge date is not after now, not yet purged; and cases merged
+    into one that is due or purged, whatever date they were given (a merged case's mail
+    lives on in its target and goes with it)."""
+    target = aliased(Case)
+    merged = (
+        select(Case.number)
+        .join(target, Case.merged_into == target.number)
+        .where(or_(target.purged_at.is_not(None), _due(target, now)))
+    )
     return list(
         session.execute(
             select(Case.number)
-            .where(
-                Case.closed_at.is_not(None),
-                Case.expunge_at.is_not(None),
-                Case.expunge_at <= now,
-                Case.purged_at.is_(None),
-            )
+            .where(Case.purged_at.is_(None), or_(_due(Case, now), Case.number.in_(merged)))
             .order_by(Case.number)
         ).scalars()
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -616,3 +617,19 @@ def test_the_escalation_summary_carries_the_case_s_dates(gw: Gateway) -> None:
         assert label in text, label
     assert row.created_at.isoformat(timespec="minutes") in text
     assert row.escalated_at.isoformat(timespec="minutes") in text
+
+
+def test_a_merged_case_goes_with_its_target_whatever_date_it_was_given(gw: Gateway) -> None:
+    from storage import purge
+
+    second_case(gw)
+    command(gw, "#merge 2\r\n")
+    command(gw, "#close no-violation\r\n")
+    with gw.database.transaction() as session:
+        merged, target = session.get(Case, 2), session.get(Case, 1)
+        assert merged is not None
+        assert target is not None
+        merged.expunge_at = None  # as when only the target's date was moved on
+        assert purge.due_cases(session, gw.now() + timedelta(days=1)) == [1, 2]
+        target.purged_at = gw.now()
+        assert purge.due_cases(session, gw.now() + timedelta(days=1)) == [2]
