@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 QUIET_SECONDS = 0.02
 LONGEST_SECONDS = 0.25
+MIN_SLEEP = 0.001
 
 
 class IntakePriority:
@@ -49,13 +50,12 @@ class IntakePriority:
 
     def give_way(self) -> None:
         """Wait until the ingress has been quiet for `quiet` seconds, at most `longest`."""
-        start = self._clock()
+        start = now = self._clock()
         deadline = start + self.longest
-        now = start
         while not self._stop.is_set():
-            idle = now - self._last
-            if idle >= self.quiet or now >= deadline:
+            remaining = min(self.quiet - (now - self._last), deadline - now)
+            if remaining < MIN_SLEEP:  # also ends float residues of a just-finished wait
                 break
-            self._sleep(min(self.quiet - idle, deadline - now))
+            self._sleep(remaining)
             now = self._clock()
         self.waited += now - start
