@@ -1,5 +1,5 @@
-"""One ingest pass in many batches, against a real Dovecot: commits overlap moves, yet nothing
-is moved before its commit, and a failure at any batch loses nothing (SPEC section 2)."""
+"""One ingest pass in many batches, against a real Dovecot: nothing is moved before its
+commit, and a failure at any batch loses nothing (SPEC section 2)."""
 
 from __future__ import annotations
 
