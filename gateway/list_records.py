@@ -8,23 +8,24 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from gateway import logs, parsing, relay
+from gateway import logs, parsing, relay, snapshot_builder
 from gateway.config import Settings
 from gateway.executor import Executor, Source
 from gateway.list_gate import IncomingEnvelope
 from gateway.processing import identity
 from gateway.secret import Secrets
+from handlers import reminders as staff_mail
 from handlers.effects import Effect, Outcome, SendMail
 from handlers.list_posts import ListDecision, ListVerdict
 from handlers.message import ParsedMessage
 from handlers.outcome import Verdict
-from rules import tokens
+from rules import reminders, tokens
 from rules.addresses import normalise
 from rules.list_identities import Identities
 from rules.message_keys import dedup_key, split_message
 from rules.routing import RoutingTable, route
 from rules.trace import received_field
-from storage import audit, held, outbox
+from storage import audit, cases, held, outbox
 from storage.db import Database
 from storage.outbox import OutgoingMail
 
@@ -64,6 +65,17 @@ def needs_smtputf8(sender: str, recipient: str, raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _case_staff(session: Session, settings: Settings, case: int) -> list[str]:
+    """Who hears of a post held by a case's ban: the case's staff who have not recused, and on
+    a director-only case the director alone (as its reminders go). A purged case has no
+    recusals left to keep: all staff."""
+    view = cases.views(session, [case]).get(case)
+    team = snapshot_builder.team_from(settings)
+    if view is None:
+        return [p.address for p in team.staff]
+    return [p.address for p in staff_mail.audience(view, team, reminders.STAFF, None)]
 
 
 class ListRecords:
@@ -200,7 +212,7 @@ class ListRecords:
         )
         audience = list(settings.moderators.get(list_address, ()))
         if ban is not None and ban.case is not None:
-            audience += [p.address for p in settings.gateway.staff]
+            audience += _case_staff(session, settings, ban.case)
         params = {
             "list": list_address,
             "held_id": str(held_id),
