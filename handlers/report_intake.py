@@ -108,6 +108,20 @@ def _reporter(message: ParsedMessage) -> Reporter | None:
         return None
 
 
+def _unlimited(snapshot: Snapshot, written: str) -> bool:
+    """SPEC section 4: mail to staff, the executive director and moderators is never
+    rate-limited, the acknowledgements of their own reports included. The acknowledgement
+    goes to the envelope sender, so that is the address compared (normalised)."""
+    try:
+        address = normalise(written.strip().strip("<>").strip())
+    except AddressError:
+        return False
+    team = snapshot.team
+    if team.is_staff(address) or team.is_director(address):
+        return True
+    return snapshot.policy is not None and bool(snapshot.policy.moderated_by(address))
+
+
 def _acknowledgement(
     message: ParsedMessage, snapshot: Snapshot, reporter: Reporter | None
 ) -> list[Effect]:
@@ -115,7 +129,8 @@ def _acknowledgement(
     reason = loops.suppress_auto_reply(message.loop)
     if reason is not None or not sender or reporter is None:
         return [Audit(NEW, "acknowledgement-suppressed", None, {"reason": reason or "no-sender"})]
-    if not loops.rate_limit_allows(snapshot.automatic_replies.get(sender.lower(), 0), RATE_LIMIT):
+    sent = snapshot.automatic_replies.get(sender.lower(), 0)
+    if not _unlimited(snapshot, sender) and not loops.rate_limit_allows(sent, RATE_LIMIT):
         return [Audit(NEW, "acknowledgement-rate-limited", None, {})]
     return [
         SendMail(
