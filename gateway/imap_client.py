@@ -81,7 +81,8 @@ def connect(
     tls_context: ssl.SSLContext | None = None,
 ) -> ImapConnection:
     """A logged-in connection; `security` is ssl (implicit TLS), starttls or none."""
-    context = tls_context or ssl.create_default_context()
+    # Loading the system's CA certificates costs more than the login: only when used.
+    context = None if security == "none" else tls_context or ssl.create_default_context()
     with _translated():
         client = IMAPClient(
             host,
