@@ -96,13 +96,16 @@ class ImapWatcher:
         first = True
         while not self._stopping.is_set():
             lease = self.settings().storage.leader_lease
+            asked = self.clock()
             try:
                 held = await asyncio.to_thread(self._acquire, lease)
             except Exception:
                 logs.event(log, logging.ERROR, "imap-lease-error", exc_info=True)
                 held = held_until is not None and self.clock() < held_until
             else:
-                held_until = self.clock() + lease if held else None
+                # Measured from before the renewal on this host's clock: never later
+                # than the lease's end in the database, whatever the clocks' skew.
+                held_until = asked + lease if held else None
             if held != self.leader or first:
                 self.leader, first = held, False
                 # A follower stands by: it takes over once the leader's lease runs out.
@@ -117,11 +120,13 @@ class ImapWatcher:
 
     def _acquire(self, lease: timedelta) -> bool:
         with self.database.transaction() as session:
-            return leases.acquire(session, LEASE_NAME, self.holder, self.clock(), lease)
+            now = leases.database_time(session, self.clock())
+            return leases.acquire(session, LEASE_NAME, self.holder, now, lease)
 
     def _release(self) -> None:
         with self.database.transaction() as session:
-            leases.release(session, LEASE_NAME, self.holder, self.clock())
+            now = leases.database_time(session, self.clock())
+            leases.release(session, LEASE_NAME, self.holder, now)
 
     def _watchdog(self) -> None:
         """A worker stuck past every socket timeout gets its connection shut under it."""

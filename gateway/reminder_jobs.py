@@ -60,7 +60,9 @@ class Jobs:
         instance that lost leadership since its last renewal sends nothing.
         """
         with self.database.transaction() as session:
-            if self.lease is not None and not leases.still_held(session, *self.lease, now):
+            if self.lease is not None and not leases.still_held(
+                session, *self.lease, leases.database_time(session, now)
+            ):
                 return 0
             return self._periodic(session, now) + self._one_offs(session, now)
 

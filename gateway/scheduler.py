@@ -91,15 +91,17 @@ class Scheduler:
 
     def _release(self) -> None:
         with self.database.transaction() as session:
-            leases.release(session, LEASE_NAME, self.holder, self.clock())
+            now = leases.database_time(session, self.clock())
+            leases.release(session, LEASE_NAME, self.holder, now)
 
     async def _renew(self) -> None:
         settings = self.settings()
 
         def acquire() -> bool:
             with self.database.transaction() as session:
+                now = leases.database_time(session, self.clock())
                 return leases.acquire(
-                    session, LEASE_NAME, self.holder, self.clock(), settings.storage.leader_lease
+                    session, LEASE_NAME, self.holder, now, settings.storage.leader_lease
                 )
 
         try:

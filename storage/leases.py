@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from storage.models import Lease
+
+
+def database_time(session: Session, local: datetime) -> datetime:
+    """The time leases are judged by: the database's own clock on PostgreSQL, where
+    several hosts share the lease and their clocks may disagree (a host whose clock runs
+    behind would otherwise think a lapsed lease still valid, or take one too early);
+    `local` on SQLite, which one host at a time uses."""
+    if session.get_bind().dialect.name != "postgresql":
+        return local
+    value: datetime = session.execute(select(func.now())).scalar_one()
+    return value
 
 
 def acquire(session: Session, name: str, holder: str, now: datetime, lease: timedelta) -> bool:
