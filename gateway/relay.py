@@ -9,6 +9,7 @@ upstream at all raises UpstreamUnavailable (the caller answers `451 4.4.1`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -169,37 +170,25 @@ async def relay(
     if not message.endswith(b"\r\n"):
         message += b"\r\n"
     key = (str(upstream), protocol, helo_name)
+    attempt = functools.partial(
+        _attempt,
+        upstream=upstream,
+        key=key,
+        pool=pool,
+        mail_from=mail_from,
+        recipients=recipients,
+        message=message,
+        eight_bit=eight_bit,
+        smtputf8=smtputf8,
+    )
     waiting = pool.take(key) if pool is not None else None
     result: RelayResult | None = None
     if isinstance(waiting, _Session):
         waiting.timeout = timeout
-        result = await _attempt(
-            waiting,
-            upstream,
-            key,
-            pool,
-            mail_from,
-            recipients,
-            message,
-            eight_bit,
-            smtputf8,
-            reused=True,
-        )
+        result = await attempt(waiting, reused=True)
     if result is None:
         kind = _LMTPSession if protocol == "lmtp" else _SMTPSession
-        fresh: _Session = kind(upstream, helo_name, timeout)
-        result = await _attempt(
-            fresh,
-            upstream,
-            key,
-            pool,
-            mail_from,
-            recipients,
-            message,
-            eight_bit,
-            smtputf8,
-            reused=False,
-        )
+        result = await attempt(kind(upstream, helo_name, timeout), reused=False)
     assert result is not None  # a fresh session answers or raises
     logs.event(
         log,
@@ -217,6 +206,7 @@ async def relay(
 
 async def _attempt(
     session: _Session,
+    *,
     upstream: HostPort,
     key: tuple[str, str, str],
     pool: UpstreamPool | None,
@@ -225,7 +215,6 @@ async def _attempt(
     message: bytes,
     eight_bit: bool,
     smtputf8: bool,
-    *,
     reused: bool,
 ) -> RelayResult | None:
     """The transaction on `session`; None when a reused session turns out to be closed
