@@ -226,6 +226,8 @@ async def _attempt(
     except SMTPHeloError as error:
         raise _unavailable(upstream, f"greeting refused with {error.code}") from error
     except _ServiceClosing as error:
+        if reused and not session.answered:
+            return None
         raise _unavailable(upstream, "421 service closing") from error
     except (SMTPException, OSError) as error:
         if reused and not session.answered:
@@ -303,7 +305,9 @@ class _Session:
         try:
             reply = Reply.of(await self.client.mail(sender, options=options, encoding=encoding))
         except SMTPSenderRefused as error:
-            self.answered = True
+            # A 421 is the server going away (often its idle timeout, said to a pooled
+            # connection), not an answer about this post.
+            self.answered = error.code != 421
             return _checked(Reply(error.code, error.message))
         except ValueError:  # unsafe on a command line, or not ASCII without SMTPUTF8
             return BAD_SENDER

@@ -138,3 +138,32 @@ def test_a_service_closing_reply_is_never_kept_for_reuse() -> None:
 
     with running(handler) as upstream:
         asyncio.run(scenario(upstream))
+
+
+def test_a_pooled_connection_the_upstream_said_421_on_is_replaced(
+    protocol: Literal["smtp", "lmtp"],
+) -> None:
+    """Servers often say `421 idle timeout` before closing a quiet connection; the
+    gateway reads it at its next MAIL and sends the post on a fresh connection."""
+    handler = CountingUpstream()
+
+    def say_goodbye(server: SMTPServer) -> None:
+        transport = server.transport
+        assert transport is not None
+        transport.write(b"421 4.4.2 Idle timeout, closing\r\n")
+        transport.close()
+
+    async def scenario(upstream: HostPort) -> None:
+        pool = UpstreamPool()
+        assert (await post(upstream, protocol, pool, 1)).any_accepted
+        server = handler.servers[-1]
+        server.loop.call_soon_threadsafe(say_goodbye, server)
+        await asyncio.sleep(0.2)
+        result = await post(upstream, protocol, pool, 2)
+        assert result.any_accepted, result.client_reply()
+        await pool.close()
+
+    with running(handler, lmtp=protocol == "lmtp") as upstream:
+        asyncio.run(scenario(upstream))
+    assert len(handler.envelopes) == 2
+    assert len(set(handler.ports)) == 2
