@@ -19,6 +19,7 @@ from typing import Protocol
 
 IDLE_SECONDS = 10.0
 MOST_IDLE = 16
+GOODBYE_SECONDS = 5.0  # at shutdown: a list server that does not answer QUIT is cut off
 
 
 class Reusable(Protocol):
@@ -68,10 +69,16 @@ class UpstreamPool:
             self._close(self._waiting.popleft()[1])
 
     async def close(self) -> None:
-        """At shutdown: say goodbye to every idle session and wait for the goodbyes."""
+        """At shutdown: say goodbye to every idle session, waiting a few seconds at most
+        (a hung list server must not hold up the drain); the rest are cut off."""
         self._close_all()
-        if self._closing:
-            await asyncio.wait(set(self._closing))
+        if not self._closing:
+            return
+        _, late = await asyncio.wait(set(self._closing), timeout=GOODBYE_SECONDS)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
 
     def _close_all(self) -> None:
         while self._waiting:

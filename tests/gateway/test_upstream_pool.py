@@ -167,3 +167,29 @@ def test_a_pooled_connection_the_upstream_said_421_on_is_replaced(
         asyncio.run(scenario(upstream))
     assert len(handler.envelopes) == 2
     assert len(set(handler.ports)) == 2
+
+
+def test_shutdown_never_waits_long_for_a_list_server_that_ignores_quit() -> None:
+    """Closing the pool says QUIT; a server that never answers is cut off, not waited on."""
+
+    class Silent:
+        closed = False
+
+        @property
+        def usable(self) -> bool:
+            return True
+
+        async def close(self) -> None:
+            try:
+                await asyncio.sleep(3600)  # QUIT sent, no answer ever comes
+            finally:
+                self.closed = True
+
+    async def scenario() -> Silent:
+        pool = UpstreamPool()
+        session = Silent()
+        pool.give("key", session)
+        await asyncio.wait_for(pool.close(), 60)  # bounded by GOODBYE_SECONDS, not 3600
+        return session
+
+    assert asyncio.run(scenario()).closed
