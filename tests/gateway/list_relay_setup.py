@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
@@ -31,6 +32,9 @@ from tests.sinks import Received, Recorder, Sink, _LMTPController
 
 T = TypeVar("T")
 BOUND = 10.0  # SPEC section 2: owed mail reaches its server within 5 s; slack for load
+DEV = "dev@lists.example.org"
+ANNOUNCE = "announce@lists.example.org"
+SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 CONFIG = """[gateway]
 conduct_address = conduct@example.org
 staff = Alice Example <alice@example.org>, bob@example.org

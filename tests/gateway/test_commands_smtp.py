@@ -8,14 +8,10 @@ import email.policy
 import json
 import smtplib
 import time
-from collections.abc import Iterator
 from email.message import EmailMessage
-from pathlib import Path
-
-import pytest
 
 from rules.tokens import reply_token
-from tests.gateway.test_end_to_end import OUTBOX_BOUND, Running, start
+from tests.gateway.test_end_to_end import OUTBOX_BOUND, Running
 from tests.serve_process import cli
 from tests.sinks import Received
 
@@ -27,15 +23,6 @@ REPORT = (
     b"Subject: Harassment at the meetup\r\nMessage-ID: <smtp-rep1@example.net>\r\n"
     b"\r\nSomeone was rude to me after the talk.\r\n"
 )
-
-
-@pytest.fixture
-def gateway(tmp_path: Path, database_url: str) -> Iterator[Running]:
-    running = start(tmp_path, database_url)
-    yield running
-    assert running.serve.stop() == 0
-    running.smarthost.stop()
-    running.upstream.stop()
 
 
 def parsed(received: Received) -> EmailMessage:

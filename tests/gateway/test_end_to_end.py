@@ -7,7 +7,6 @@ import email.policy
 import json
 import smtplib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,15 +81,6 @@ def start(
     if not (tmp_path / "secret").exists():
         (tmp_path / "secret").write_bytes(b"s" * 32)
     return Running(ServeProcess(text).start(), smarthost, upstream, port, text)
-
-
-@pytest.fixture
-def gateway(tmp_path: Path, database_url: str) -> Iterator[Running]:
-    running = start(tmp_path, database_url)
-    yield running
-    assert running.serve.stop() == 0
-    running.smarthost.stop()
-    running.upstream.stop()
 
 
 def kinds(messages: list[Received]) -> list[tuple[str, tuple[str, ...]]]:

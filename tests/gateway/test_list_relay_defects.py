@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import smtplib
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.gateway.list_relay_setup import BOUND, ListGateway, post, settle
-
-DEV = "dev@lists.example.org"
-ANNOUNCE = "announce@lists.example.org"
-SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
-
-
-@pytest.fixture
-def start(tmp_path: Path, database_url: str) -> Iterator[Any]:
-    """start(**options) -> a running ListGateway, closed at the end of the test."""
-    started: list[ListGateway] = []
-
-    def _start(**options: Any) -> ListGateway:
-        gateway = ListGateway(tmp_path, database_url, **options)
-        started.append(gateway)
-        return gateway
-
-    yield _start
-    for gateway in started:
-        gateway.close()
-
+from tests.gateway.list_relay_setup import (
+    ANNOUNCE,
+    BOUND,
+    DEV,
+    SQLITE,
+    post,
+    settle,
+)
 
 # 1. A released post goes to its own envelope recipients, with a trace field and SMTPUTF8.
 
@@ -44,9 +29,9 @@ def start(tmp_path: Path, database_url: str) -> Iterator[Any]:
     ],
 )
 def test_a_released_post_goes_to_the_address_it_was_sent_to(
-    start: Any, recipient: str, list_domains: str
+    start_list_gateway: Any, recipient: str, list_domains: str
 ) -> None:
-    gateway = start(ban_action="hold", list_domains=list_domains)
+    gateway = start_list_gateway(ban_action="hold", list_domains=list_domains)
     gateway.ban("poster@example.net")
     assert gateway.send("poster@example.net", [recipient], post(to=recipient)) == {}
     [row] = gateway.held_posts()
@@ -58,8 +43,10 @@ def test_a_released_post_goes_to_the_address_it_was_sent_to(
 
 
 @SQLITE
-def test_a_post_held_for_two_addresses_of_one_list_is_released_to_both(start: Any) -> None:
-    gateway = start(ban_action="hold")
+def test_a_post_held_for_two_addresses_of_one_list_is_released_to_both(
+    start_list_gateway: Any,
+) -> None:
+    gateway = start_list_gateway(ban_action="hold")
     gateway.ban("poster@example.net")
     recipients = [DEV, "dev-request@lists.example.org"]
     assert gateway.send("poster@example.net", recipients, post()) == {}
@@ -70,8 +57,10 @@ def test_a_post_held_for_two_addresses_of_one_list_is_released_to_both(start: An
 
 
 @SQLITE
-def test_a_released_post_carries_one_received_field_like_a_relayed_one(start: Any) -> None:
-    gateway = start(ban_action="hold")
+def test_a_released_post_carries_one_received_field_like_a_relayed_one(
+    start_list_gateway: Any,
+) -> None:
+    gateway = start_list_gateway(ban_action="hold")
     gateway.ban("poster@example.net")
     gateway.send("poster@example.net", [DEV], post())
     [row] = gateway.held_posts()
@@ -84,8 +73,10 @@ def test_a_released_post_carries_one_received_field_like_a_relayed_one(start: An
 
 
 @SQLITE
-def test_a_released_post_from_a_utf8_address_is_relayed_with_smtputf8(start: Any) -> None:
-    gateway = start(ban_action="hold", upstream_smtputf8=True)
+def test_a_released_post_from_a_utf8_address_is_relayed_with_smtputf8(
+    start_list_gateway: Any,
+) -> None:
+    gateway = start_list_gateway(ban_action="hold", upstream_smtputf8=True)
     gateway.ban("*@exämple.net")
     sender = "pöster@exämple.net"
     data = post(sender=sender).replace(b"Poster <", "Pöster <".encode())
@@ -103,8 +94,10 @@ def test_a_released_post_from_a_utf8_address_is_relayed_with_smtputf8(start: Any
 
 
 @SQLITE
-def test_a_released_post_the_list_server_refuses_is_told_to_the_moderators(start: Any) -> None:
-    gateway = start(ban_action="hold")
+def test_a_released_post_the_list_server_refuses_is_told_to_the_moderators(
+    start_list_gateway: Any,
+) -> None:
+    gateway = start_list_gateway(ban_action="hold")
     gateway.ban("poster@example.net")
     gateway.send("poster@example.net", [DEV], post())
     gateway.notices_to("carol@example.org")  # the held-post notice
@@ -122,8 +115,10 @@ def test_a_released_post_the_list_server_refuses_is_told_to_the_moderators(start
 
 
 @SQLITE
-def test_an_lmtp_deferral_refused_on_retry_is_told_to_the_moderators(start: Any) -> None:
-    gateway = start(protocol="lmtp")
+def test_an_lmtp_deferral_refused_on_retry_is_told_to_the_moderators(
+    start_list_gateway: Any,
+) -> None:
+    gateway = start_list_gateway(protocol="lmtp")
     recorder = gateway.upstream.recorder
     recorder.data_answers[ANNOUNCE] = "452 4.2.2 Mailbox full"
     assert gateway.send("poster@example.net", [DEV, ANNOUNCE], post()) == {}
@@ -138,8 +133,8 @@ def test_an_lmtp_deferral_refused_on_retry_is_told_to_the_moderators(start: Any)
 # 4. A hold is stored once, however often the client retries the same message.
 
 
-def test_a_retried_message_is_held_and_announced_once(start: Any) -> None:
-    gateway = start(ban_action="hold")
+def test_a_retried_message_is_held_and_announced_once(start_list_gateway: Any) -> None:
+    gateway = start_list_gateway(ban_action="hold")
     gateway.ban("poster@example.net", list_address=DEV)
     gateway.upstream.stop()  # announce@ cannot be reached: the whole message gets 451
     for _ in range(3):
@@ -157,8 +152,8 @@ def test_a_retried_message_is_held_and_announced_once(start: Any) -> None:
 
 
 @SQLITE
-def test_the_same_post_with_another_body_is_held_again(start: Any) -> None:
-    gateway = start(ban_action="hold")
+def test_the_same_post_with_another_body_is_held_again(start_list_gateway: Any) -> None:
+    gateway = start_list_gateway(ban_action="hold")
     gateway.ban("poster@example.net")
     gateway.send("poster@example.net", [DEV], post())
     gateway.send("poster@example.net", [DEV], post(body=b"an edited body\r\n"))
@@ -169,8 +164,8 @@ def test_the_same_post_with_another_body_is_held_again(start: Any) -> None:
 
 
 @SQLITE
-def test_a_list_server_slower_than_the_smtp_timeout_gives_451(start: Any) -> None:
-    gateway = start(timeout="4s", upstream_delay=8.0)
+def test_a_list_server_slower_than_the_smtp_timeout_gives_451(start_list_gateway: Any) -> None:
+    gateway = start_list_gateway(timeout="4s", upstream_delay=8.0)
     with pytest.raises(smtplib.SMTPDataError) as deferred:
         gateway.send("poster@example.net", [DEV], post())
     assert deferred.value.smtp_code == 451
@@ -181,8 +176,8 @@ def test_a_list_server_slower_than_the_smtp_timeout_gives_451(start: Any) -> Non
 
 
 @SQLITE
-def test_a_from_field_with_a_space_before_the_colon_is_checked(start: Any) -> None:
-    gateway = start()
+def test_a_from_field_with_a_space_before_the_colon_is_checked(start_list_gateway: Any) -> None:
+    gateway = start_list_gateway()
     gateway.ban("bob@banned.example")
     data = b"From : bob@banned.example\r\n" + post()
     with pytest.raises(smtplib.SMTPDataError) as refused:
@@ -204,8 +199,10 @@ def test_a_from_field_with_a_space_before_the_colon_is_checked(start: Any) -> No
 
 
 @SQLITE
-def test_a_refusal_names_a_list_once_when_two_of_its_addresses_were_used(start: Any) -> None:
-    gateway = start()
+def test_a_refusal_names_a_list_once_when_two_of_its_addresses_were_used(
+    start_list_gateway: Any,
+) -> None:
+    gateway = start_list_gateway()
     gateway.ban("poster@example.net")
     with pytest.raises(smtplib.SMTPDataError) as refused:
         gateway.send("ok@good.example", [DEV, "dev-join@lists.example.org"], post())
@@ -213,8 +210,8 @@ def test_a_refusal_names_a_list_once_when_two_of_its_addresses_were_used(start: 
 
 
 @SQLITE
-def test_a_tagged_list_address_reaches_the_list_and_its_bans_apply(start: Any) -> None:
-    gateway = start()
+def test_a_tagged_list_address_reaches_the_list_and_its_bans_apply(start_list_gateway: Any) -> None:
+    gateway = start_list_gateway()
     assert gateway.send("poster@example.net", ["dev+topic@lists.example.org"], post()) == {}
     [relayed] = gateway.upstream.wait_for(lambda m: len(m) == 1, BOUND)
     assert relayed.rcpt_tos == ("dev+topic@lists.example.org",)
@@ -230,8 +227,8 @@ def test_a_tagged_list_address_reaches_the_list_and_its_bans_apply(start: Any) -
 
 @SQLITE
 @pytest.mark.parametrize("written", ["dev@bücher.example", "DEV@XN--BCHER-KVA.EXAMPLE"])
-def test_a_ban_on_a_unicode_list_domain_applies(start: Any, written: str) -> None:
-    gateway = start(
+def test_a_ban_on_a_unicode_list_domain_applies(start_list_gateway: Any, written: str) -> None:
+    gateway = start_list_gateway(
         lists="dev@Bücher.example",
         moderators="dev@bücher.example = erin@example.org",
         ban_action="hold",

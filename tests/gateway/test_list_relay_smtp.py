@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 import smtplib
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.gateway.list_relay_setup import BOUND, ListGateway, post, settle
-
-DEV = "dev@lists.example.org"
-ANNOUNCE = "announce@lists.example.org"
-SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
-
-
-@pytest.fixture
-def start(tmp_path: Path, database_url: str) -> Iterator[Any]:
-    """start(**options) -> a running ListGateway, closed at the end of the test."""
-    started: list[ListGateway] = []
-
-    def _start(**options: Any) -> ListGateway:
-        gateway = ListGateway(tmp_path, database_url, **options)
-        started.append(gateway)
-        return gateway
-
-    yield _start
-    for gateway in started:
-        gateway.close()
+from tests.gateway.list_relay_setup import (
+    ANNOUNCE,
+    BOUND,
+    DEV,
+    SQLITE,
+    ListGateway,
+    post,
+    settle,
+)
 
 
 def refusal(gateway: ListGateway, recipients: list[str], data: bytes) -> tuple[int, bytes]:
@@ -42,8 +29,10 @@ def refusal(gateway: ListGateway, recipients: list[str], data: bytes) -> tuple[i
 # ban_action and the three identities --------------------------------------------------
 
 
-def test_discard_answers_250_drops_the_post_and_records_the_decision(start: Any) -> None:
-    gateway = start(ban_action="discard")
+def test_discard_answers_250_drops_the_post_and_records_the_decision(
+    start_list_gateway: Any,
+) -> None:
+    gateway = start_list_gateway(ban_action="discard")
     ban = gateway.ban("poster@example.net")
     assert gateway.send("poster@example.net", [DEV], post()) == {}
     assert gateway.audit("post-discarded") == [
@@ -61,8 +50,10 @@ def test_discard_answers_250_drops_the_post_and_records_the_decision(start: Any)
 
 
 @SQLITE
-def test_reject_refuses_the_whole_message_naming_only_the_banned_list(start: Any) -> None:
-    gateway = start()
+def test_reject_refuses_the_whole_message_naming_only_the_banned_list(
+    start_list_gateway: Any,
+) -> None:
+    gateway = start_list_gateway()
     gateway.ban("poster@example.net", list_address=DEV)
     code, text = refusal(gateway, [DEV, ANNOUNCE], post())
     assert (code, text) == (550, b"5.7.1 Posting to dev@lists.example.org is not permitted")
@@ -72,8 +63,10 @@ def test_reject_refuses_the_whole_message_naming_only_the_banned_list(start: Any
 
 @SQLITE
 @pytest.mark.parametrize("action", ["hold", "discard"])
-def test_hold_or_discard_lets_the_other_list_have_the_post(start: Any, action: str) -> None:
-    gateway = start(ban_action=action)
+def test_hold_or_discard_lets_the_other_list_have_the_post(
+    start_list_gateway: Any, action: str
+) -> None:
+    gateway = start_list_gateway(ban_action=action)
     gateway.ban("poster@example.net", list_address=DEV)
     assert gateway.send("envelope@good.example", [DEV, ANNOUNCE], post()) == {}
     [relayed] = gateway.upstream.wait_for(lambda m: len(m) == 1, BOUND)
@@ -85,8 +78,8 @@ def test_hold_or_discard_lets_the_other_list_have_the_post(start: Any, action: s
 
 
 @SQLITE
-def test_a_ban_on_the_sender_header_refuses_the_post(start: Any) -> None:
-    gateway = start()
+def test_a_ban_on_the_sender_header_refuses_the_post(start_list_gateway: Any) -> None:
+    gateway = start_list_gateway()
     ban = gateway.ban("secretary@banned.example")
     data = post(extra=b"Sender: Secretary <secretary@banned.example>\r\n")
     code, text = refusal(gateway, [DEV], data)
@@ -98,8 +91,8 @@ def test_a_ban_on_the_sender_header_refuses_the_post(start: Any) -> None:
 
 
 @SQLITE
-def test_reply_to_is_never_an_identity(start: Any) -> None:
-    gateway = start()
+def test_reply_to_is_never_an_identity(start_list_gateway: Any) -> None:
+    gateway = start_list_gateway()
     gateway.ban("someone@banned.example")
     data = post(extra=b"Reply-To: someone@banned.example\r\n")
     assert gateway.send("poster@example.net", [DEV], data) == {}
@@ -107,8 +100,8 @@ def test_reply_to_is_never_an_identity(start: Any) -> None:
 
 
 @SQLITE
-def test_a_timed_ban_names_its_end_and_never_its_reason(start: Any) -> None:
-    gateway = start()
+def test_a_timed_ban_names_its_end_and_never_its_reason(start_list_gateway: Any) -> None:
+    gateway = start_list_gateway()
     gateway.ban("poster@example.net", expires_at=datetime(2099, 1, 2, 3, 4, tzinfo=UTC))
     with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
         gateway.send("poster@example.net", [DEV], post())
@@ -128,8 +121,8 @@ def test_a_timed_ban_names_its_end_and_never_its_reason(start: Any) -> None:
 
 
 @SQLITE
-def test_an_upstream_refusal_reaches_the_client_as_given(start: Any) -> None:
-    gateway = start()
+def test_an_upstream_refusal_reaches_the_client_as_given(start_list_gateway: Any) -> None:
+    gateway = start_list_gateway()
     gateway.upstream.recorder.answer = "554 5.7.1 Message rejected as spam"
     code, text = refusal(gateway, [DEV], post())
     assert (code, text) == (554, b"5.7.1 Message rejected as spam")
@@ -138,8 +131,10 @@ def test_an_upstream_refusal_reaches_the_client_as_given(start: Any) -> None:
 
 
 @SQLITE
-def test_a_slow_upstream_within_the_deadline_still_answers_the_client(start: Any) -> None:
-    gateway = start(timeout="30s", upstream_delay=3.0)
+def test_a_slow_upstream_within_the_deadline_still_answers_the_client(
+    start_list_gateway: Any,
+) -> None:
+    gateway = start_list_gateway(timeout="30s", upstream_delay=3.0)
     assert gateway.send("poster@example.net", [DEV], post()) == {}
     assert len(gateway.upstream.messages) == 1
 
@@ -158,8 +153,10 @@ SMUGGLED = (
     [b"\n.\n", b"\r\n.\n", b"\r.\r", b"\n.\r\n"],
     ids=["lf", "crlf-lf", "cr", "lf-crlf"],
 )
-def test_a_bare_line_end_dot_never_makes_two_posts_upstream(start: Any, separator: bytes) -> None:
-    gateway = start()
+def test_a_bare_line_end_dot_never_makes_two_posts_upstream(
+    start_list_gateway: Any, separator: bytes
+) -> None:
+    gateway = start_list_gateway()
     first = post(body=b"first body")[: -len(b"\r\n")]
     with smtplib.SMTP("127.0.0.1", gateway.port, timeout=60) as client:
         client.ehlo()
@@ -183,8 +180,8 @@ def test_a_bare_line_end_dot_never_makes_two_posts_upstream(start: Any, separato
 
 
 @SQLITE
-def test_two_hundred_concurrent_clients_each_relay_one_post_once(start: Any) -> None:
-    gateway = start()
+def test_two_hundred_concurrent_clients_each_relay_one_post_once(start_list_gateway: Any) -> None:
+    gateway = start_list_gateway()
 
     def one(n: int) -> dict[str, tuple[int, bytes]]:
         return gateway.send(f"p{n}@example.net", [DEV], post(f"load-{n}@example.net"))

@@ -7,12 +7,8 @@ import email
 import email.message
 import email.policy
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from tests.gateway.test_end_to_end import OUTBOX_BOUND, Running, start
+from tests.gateway.test_end_to_end import OUTBOX_BOUND, Running
 from tests.serve_process import cli
 from tests.sinks import Received
 
@@ -22,15 +18,6 @@ REPORT = (
     b"Disposition-Notification-To: rita@example.net\r\nReturn-Receipt-To: rita@example.net\r\n"
     b"\r\nSomeone was rude to me after the talk.\r\n"
 )
-
-
-@pytest.fixture
-def gateway(tmp_path: Path, database_url: str) -> Iterator[Running]:
-    running = start(tmp_path, database_url)
-    yield running
-    assert running.serve.stop() == 0
-    running.smarthost.stop()
-    running.upstream.stop()
 
 
 def parse(found: Received) -> email.message.EmailMessage:
