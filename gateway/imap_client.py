@@ -48,7 +48,11 @@ class Selected:
 
 @dataclass(frozen=True)
 class Listed:
-    """A message in the folder, as the watcher decides about it before fetching its bytes."""
+    """A message in the folder, as the watcher decides about it before fetching its bytes.
+
+    `size` is exact for the larger messages, an upper bound for the others; `flags` are
+    known only for the larger ones (the too-large keyword is all they are read for).
+    """
 
     uid: int
     size: int
@@ -128,21 +132,34 @@ class ImapConnection:
             self._client.create_folder(folder)
             return True
 
-    def listing(self) -> list[Listed]:
-        """UID, size and flags of every message not marked \\Deleted, lowest UID first."""
+    def listing(self, small: int) -> list[Listed]:
+        """Every message not marked \\Deleted, lowest UID first.
+
+        Two SEARCHes (every UID, then those LARGER than `small` bytes) each answer in one
+        line, where a FETCH of every size and flag costs a parsed line per message. Only
+        the larger messages have their size and flags fetched; the others are listed at
+        `small` bytes, an upper bound. Messages never change size, so a message that
+        arrives between the two searches is either in neither list or left for the next
+        pass.
+        """
         with _translated():
             uids = sorted(int(u) for u in self._client.search(["NOT", "DELETED"]))
-            found: list[Listed] = []
-            for start in range(0, len(uids), 1000):
-                part = uids[start : start + 1000]
-                data = self._client.fetch(part, ["RFC822.SIZE", "FLAGS"])
-                for uid in part:
-                    item = data.get(uid)
-                    if item is None:
-                        continue  # expunged meanwhile
+            found = self._client.search(["NOT", "DELETED", "LARGER", str(small)])
+            larger = set(uids).intersection(int(u) for u in found)
+            ordered = sorted(larger)
+            exact: dict[int, Listed] = {}
+            for start in range(0, len(ordered), 1000):
+                data = self._client.fetch(ordered[start : start + 1000], ["RFC822.SIZE", "FLAGS"])
+                for uid, item in data.items():
                     flags = tuple(_text(f) for f in item.get(b"FLAGS", ()))
-                    found.append(Listed(uid, int(item.get(b"RFC822.SIZE", 0)), flags))
-        return found
+                    exact[int(uid)] = Listed(int(uid), int(item.get(b"RFC822.SIZE", 0)), flags)
+        listed: list[Listed] = []
+        for uid in uids:
+            if uid in exact:
+                listed.append(exact[uid])
+            elif uid not in larger:  # (a larger one expunged before its FETCH is gone)
+                listed.append(Listed(uid, small, ()))
+        return listed
 
     def fetch(self, uids: Iterable[int]) -> dict[int, bytes]:
         """The raw bytes of each message; BODY.PEEK keeps it unseen until it is moved."""

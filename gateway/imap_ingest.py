@@ -77,10 +77,10 @@ def ingest_folder(
     imap = settings.imap
     uidvalidity = connection.select(imap.folder).uidvalidity
     target = _Target(database, settings, clock, mailbox_key(imap), uidvalidity)
-    listing = connection.listing()
+    limit = settings.smtp.max_message_size
+    listing = connection.listing(min(BATCH_BYTES // BATCH_MESSAGES, limit))
     with database.transaction() as session:
         known = imap_state.states(session, target.mailbox, uidvalidity, [m.uid for m in listing])
-    limit = settings.smtp.max_message_size
     # Committed before a crash or a failed move: only the move is missing.
     unmoved = [m.uid for m in listing if known.get(m.uid) in IN_INBOX]
     if unmoved:
