@@ -10,6 +10,7 @@ from datetime import datetime
 from gateway import imap_notice, logs
 from gateway.config import ImapSettings, Settings
 from gateway.imap_client import ImapConnection, ImapError, Listed
+from gateway.imap_mover import Mover
 from rules.envelope import RecoveredEnvelope, recover
 from rules.line_endings import normalise_line_endings
 from storage import imap_state, inbox
@@ -72,8 +73,13 @@ def ingest_folder(
     clock: Callable[[], datetime],
     on_stored: Callable[[], None],
     alive: Callable[[], None],
+    second: Callable[[], ImapConnection] | None = None,
 ) -> Pass:
-    """Everything waiting in `[imap] folder`, in UID order; returns what it did."""
+    """Everything waiting in `[imap] folder`, in UID order; returns what it did.
+
+    `second` opens another logged-in connection: a pass of several batches moves them on
+    it while this one fetches (gateway/imap_mover.py).
+    """
     imap = settings.imap
     uidvalidity = connection.select(imap.folder).uidvalidity
     target = _Target(database, settings, clock, mailbox_key(imap), uidvalidity)
@@ -91,24 +97,33 @@ def ingest_folder(
         alive()
         _too_large(connection, target, found, known)
     wanted = [m for m in listing if known.get(m.uid) not in IN_INBOX and m.size <= limit]
-    stored, duplicates = _take_in(connection, target, wanted, on_stored, alive)
+    batches = list(_batches(wanted))
+    mover = None
+    if second is not None and len(batches) > 1:
+        mover = Mover(second, imap.folder, uidvalidity, imap.processed_folder, alive)
+    try:
+        stored, duplicates = _take_in(connection, target, batches, on_stored, alive, mover)
+    except BaseException:
+        if mover is not None:
+            _finish(mover, target, failing=True)
+        raise
+    if mover is not None:
+        _finish(mover, target, failing=False)
     return Pass(uidvalidity, stored, duplicates, len(big))
 
 
 def _take_in(
     connection: ImapConnection,
     target: _Target,
-    wanted: list[Listed],
+    batches: list[list[int]],
     on_stored: Callable[[], None],
     alive: Callable[[], None],
+    mover: Mover | None,
 ) -> tuple[int, int]:
-    """Fetch, commit, then move, batch by batch: (new inbox rows, duplicates).
-
-    Committing a batch in a second thread while the next one is fetched was measured no
-    faster on two cores: Dovecot, imapclient's parser and the commit all want the CPU.
-    """
+    """Fetch, commit, then move (here or by `mover`), batch by batch: (new inbox rows,
+    duplicates)."""
     stored = duplicates = 0
-    for batch in _batches(wanted):
+    for batch in batches:
         alive()
         raws = connection.fetch(batch)
         # Expunged by someone else meanwhile: not fetched, nothing to do.
@@ -119,9 +134,31 @@ def _take_in(
         stored, duplicates = stored + new, duplicates + again
         on_stored()
         uids = [uid for uid, _ in fetched]
-        connection.move(uids, target.settings.imap.processed_folder)
-        target.mark_moved(uids)
+        if mover is not None:
+            mover.put(uids)
+        else:
+            connection.move(uids, target.settings.imap.processed_folder)
+            target.mark_moved(uids)
     return stored, duplicates
+
+
+def _finish(mover: Mover, target: _Target, *, failing: bool) -> None:
+    """Wait for the mover and record what it moved. When this thread failed, what the
+    mover could not move is committed and the next pass moves it, and the error worth
+    reporting is this thread's: the mover's own is then left out."""
+    error: Exception | None = None
+    try:
+        mover.finish()
+    except Exception as raised:
+        error = raised
+    if mover.moved:
+        try:
+            target.mark_moved(mover.moved)
+        except Exception:
+            if not failing:
+                raise
+    if error is not None and not failing:
+        raise error
 
 
 def _batches(listing: list[Listed]) -> Iterator[list[int]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -74,6 +75,7 @@ class ImapWatcher:
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._connection: ImapConnection | None = None
+        self._second: ImapConnection | None = None  # a backlog pass's mover (imap_mover.py)
         self._failures = 0
         self._beat = time.monotonic()  # the worker thread's last sign of life
 
@@ -131,11 +133,16 @@ class ImapWatcher:
     def _watchdog(self) -> None:
         """A worker stuck past every socket timeout gets its connection shut under it."""
         limit = 5 * self.command_timeout
-        connection = self._connection
-        if connection is not None and time.monotonic() - self._beat > limit:
+        if self._connection is not None and time.monotonic() - self._beat > limit:
             logs.event(log, logging.ERROR, "imap-watchdog", stuck_seconds=round(limit))
             self._beat = time.monotonic()
-            connection.abort()
+            self._abort()
+
+    def _abort(self) -> None:
+        """Fail whatever command the worker (or its mover) is blocked in, at once."""
+        for connection in (self._connection, self._second):
+            if connection is not None:
+                connection.abort()
 
     def _start_worker(self) -> None:
         self._halt.clear()
@@ -150,9 +157,7 @@ class ImapWatcher:
         self._halt.set()
         await asyncio.to_thread(thread.join, 2)
         if thread.is_alive():
-            connection = self._connection
-            if connection is not None:
-                connection.abort()  # blocked in a command: fail it now
+            self._abort()  # blocked in a command: fail it now
             # Never two workers: wait (at most a connect timeout) for this one to end.
             await asyncio.to_thread(thread.join)
         self._thread = None
@@ -227,6 +232,12 @@ class ImapWatcher:
             tls_context=self.tls_context,
         )
 
+    def _open_second(self, imap: ImapSettings) -> ImapConnection:
+        """The mover's connection, where the watchdog and `stop` can abort it too."""
+        connection = self._open(imap)
+        self._second = connection
+        return connection
+
     def _drop(self, failed: bool) -> None:
         connection, self._connection = self._connection, None
         if self.connected:
@@ -258,9 +269,18 @@ class ImapWatcher:
         while not self._halt.is_set():
             settings = self.settings()  # SIGHUP applies to the next pass
             self._beat = time.monotonic()
-            done = imap_ingest.ingest_folder(
-                connection, settings, self.database, self.clock, self._stored, self._alive
-            )
+            try:
+                done = imap_ingest.ingest_folder(
+                    connection,
+                    settings,
+                    self.database,
+                    self.clock,
+                    self._stored,
+                    self._alive,
+                    functools.partial(self._open_second, settings.imap),
+                )
+            finally:
+                self._second = None  # the mover closed it
             self._failures = 0  # a full pass: the next failure starts the back-off afresh
             if done.stored or done.duplicates:
                 logs.event(

@@ -3,6 +3,8 @@ commit, and a failure at any batch loses nothing (SPEC section 2)."""
 
 from __future__ import annotations
 
+import functools
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,8 @@ import pytest
 from sqlalchemy import select
 
 from gateway import imap_ingest
-from gateway.imap_client import ImapConnection, ImapConnectionLost, connect
+from gateway.imap_client import ImapConnection, ImapConnectionLost, Listed, connect
+from gateway.imap_mover import FolderChanged, Mover
 from storage.models import ImapSeen
 from tests.dovecot import HOST, PrivateDovecot, private_dovecot
 from tests.gateway.gateway_setup import Gateway
@@ -36,6 +39,9 @@ class Checked:
     def __init__(self, gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
         self.gateway = gateway
         self.moved: list[int] = []
+        self.movers: set[str] = set()  # the threads that moved
+        self.fail_move = 0  # the move call number that fails; 0: none
+        self.moves = 0
         self.commits = 0
         self.fail_commit = self.fail_fetch = 0  # the call number that fails; 0: none
         self.fetches = 0
@@ -45,8 +51,12 @@ class Checked:
         def move(connection: ImapConnection, uids: Any, folder: str) -> None:
             wanted = list(uids)
             assert self.committed(wanted) == set(wanted), "moved before its commit"
+            self.moves += 1
+            if self.moves == self.fail_move:
+                raise ImapConnectionLost("injected during a move")
             real_move(connection, wanted, folder)
             self.moved += wanted
+            self.movers.add(threading.current_thread().name)
 
         def fetch(connection: ImapConnection, uids: Any) -> dict[int, bytes]:
             self.fetches += 1
@@ -79,12 +89,25 @@ def _backlog(server: PrivateDovecot) -> tuple[str, str]:
     return user, tag
 
 
-def _pass(gateway: Gateway, server: PrivateDovecot, user: str) -> imap_ingest.Pass:
-    connection = connect(HOST, server.port, "none", user, server.users[user], timeout=30)
+def _connect(server: PrivateDovecot, user: str) -> ImapConnection:
+    return connect(HOST, server.port, "none", user, server.users[user], timeout=30)
+
+
+def _pass(
+    gateway: Gateway, server: PrivateDovecot, user: str, mover: bool = False
+) -> imap_ingest.Pass:
+    connection = _connect(server, user)
+    second = functools.partial(_connect, server, user) if mover else None
     try:
         connection.ensure_folder("Processed")
         return imap_ingest.ingest_folder(
-            connection, gateway.settings, gateway.database, gateway.now, lambda: None, lambda: None
+            connection,
+            gateway.settings,
+            gateway.database,
+            gateway.now,
+            lambda: None,
+            lambda: None,
+            second,
         )
     finally:
         connection.close()
@@ -95,14 +118,20 @@ def _states(gateway: Gateway) -> list[str]:
         return list(session.execute(select(ImapSeen.state).order_by(ImapSeen.uid)).scalars())
 
 
+@pytest.mark.parametrize("mover", [False, True], ids=["one-connection", "mover"])
 def test_a_backlog_in_many_batches_is_stored_in_uid_order_and_moved_after_each_commit(
-    tmp_path: Path, database_url: str, dovecot: PrivateDovecot, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    database_url: str,
+    dovecot: PrivateDovecot,
+    monkeypatch: pytest.MonkeyPatch,
+    mover: bool,
 ) -> None:
     user, tag = _backlog(dovecot)
     gateway = imap_gateway(tmp_path, database_url, dovecot, user)
     checked = Checked(gateway, monkeypatch)
-    done = _pass(gateway, dovecot, user)
+    done = _pass(gateway, dovecot, user, mover)
     assert (done.stored, done.duplicates, checked.commits) == (MESSAGES, 0, 6)
+    assert checked.movers == {"imap-mover" if mover else "MainThread"}
     ids = [row.message_id for row in inbox_rows(gateway)]
     assert ids == [f"imap-{tag}-{n}@example.net" for n in range(MESSAGES)]
     assert sorted(checked.moved) == dovecot.uids(user, "Processed")
@@ -111,7 +140,11 @@ def test_a_backlog_in_many_batches_is_stored_in_uid_order_and_moved_after_each_c
     assert _states(gateway) == ["moved"] * MESSAGES
 
 
-@pytest.mark.parametrize(("fail_commit", "fail_fetch"), [(3, 0), (0, 4), (1, 0), (0, 6)])
+@pytest.mark.parametrize("mover", [False, True], ids=["one-connection", "mover"])
+@pytest.mark.parametrize(
+    ("fail_commit", "fail_fetch", "fail_move"),
+    [(3, 0, 0), (0, 4, 0), (1, 0, 0), (0, 6, 0), (0, 0, 2), (0, 0, 6)],
+)
 def test_a_failure_at_any_batch_loses_nothing_and_the_next_pass_finishes(
     tmp_path: Path,
     database_url: str,
@@ -119,20 +152,76 @@ def test_a_failure_at_any_batch_loses_nothing_and_the_next_pass_finishes(
     monkeypatch: pytest.MonkeyPatch,
     fail_commit: int,
     fail_fetch: int,
+    fail_move: int,
+    mover: bool,
 ) -> None:
     user, tag = _backlog(dovecot)
     gateway = imap_gateway(tmp_path, database_url, dovecot, user)
     checked = Checked(gateway, monkeypatch)
     checked.fail_commit, checked.fail_fetch = fail_commit, fail_fetch
+    checked.fail_move = fail_move
     with pytest.raises((RuntimeError, ImapConnectionLost), match="injected"):
-        _pass(gateway, dovecot, user)
+        _pass(gateway, dovecot, user, mover)
     assert len(checked.moved) < MESSAGES
-    assert len(inbox_rows(gateway)) < MESSAGES
-    checked.fail_commit = checked.fail_fetch = 0
-    again = _pass(gateway, dovecot, user)
+    if not fail_move:
+        assert len(inbox_rows(gateway)) < MESSAGES
+    # Whatever was moved is recorded as moved; the rest stays "committed" or absent.
+    assert _states(gateway).count("moved") == len(checked.moved)
+    checked.fail_commit = checked.fail_fetch = checked.fail_move = 0
+    again = _pass(gateway, dovecot, user, mover)
     assert again.duplicates == 0
     ids = sorted(row.message_id or "" for row in inbox_rows(gateway))
     assert ids == sorted(f"imap-{tag}-{n}@example.net" for n in range(MESSAGES))
     assert len(dovecot.uids(user, "Processed")) == MESSAGES
     assert dovecot.uids(user, "INBOX") == []
     assert _states(gateway) == ["moved"] * MESSAGES
+
+
+def test_the_mover_moves_nothing_when_the_folder_changed_uidvalidity(
+    dovecot: PrivateDovecot,
+) -> None:
+    user, _ = _backlog(dovecot)
+    with dovecot.client(user) as client:
+        client.create_folder("Processed")
+    main = _connect(dovecot, user)
+    try:
+        selected = main.select("INBOX")
+        # As if INBOX was recreated between this connection's SELECT and the mover's.
+        mover = Mover(
+            functools.partial(_connect, dovecot, user),
+            "INBOX",
+            selected.uidvalidity + 1,
+            "Processed",
+            lambda: None,
+        )
+        mover.put([1, 2, 3])
+        with pytest.raises(FolderChanged):
+            mover.finish()
+        assert mover.moved == []
+        assert len(dovecot.uids(user, "INBOX")) == MESSAGES
+    finally:
+        main.close()
+
+
+def test_listing_gives_exact_size_and_flags_only_above_the_bound(
+    dovecot: PrivateDovecot,
+) -> None:
+    user, tag = dovecot.add_user(), uuid.uuid4().hex[:6]
+    larger = report(tag, 1, body=(b"y" * 78 + b"\r\n") * 400)  # about 32 KB
+    with dovecot.client(user) as client:
+        for raw in (report(tag, 0), larger, report(tag, 2)):
+            client.append("INBOX", raw)
+        client.select_folder("INBOX")
+        uids = sorted(client.search(["ALL"]))
+        client.add_flags(uids, [b"$Marked"])
+    connection = _connect(dovecot, user)
+    try:
+        connection.select("INBOX")
+        listed = connection.listing(16384)
+    finally:
+        connection.close()
+    assert [m.uid for m in listed] == uids
+    assert listed[0] == Listed(uids[0], 16384, ())  # small: the bound, flags unread
+    assert listed[1].size == len(larger) > 16384  # exact, and its flags read
+    assert "$Marked" in listed[1].flags
+    assert listed[2] == Listed(uids[2], 16384, ())

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from gateway import config
+from gateway import config, imap_ingest
 from gateway.daemon import prepare
 from gateway.imap_client import ImapConnection, ImapConnectionLost
 from gateway.imap_watcher import ImapWatcher
@@ -183,8 +183,22 @@ def moved(server: PrivateDovecot, user: str, n: int, folder: str = "INBOX") -> C
 
 
 def test_a_backlog_of_500_is_stored_once_each_and_moved(
-    tmp_path: Path, database_url: str, dovecot: PrivateDovecot, run: Callable[..., Running]
+    tmp_path: Path,
+    database_url: str,
+    dovecot: PrivateDovecot,
+    run: Callable[..., Running],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Five batches: the watcher moves them on its second connection (imap_mover.py).
+    monkeypatch.setattr(imap_ingest, "BATCH_MESSAGES", 100)
+    movers: set[str] = set()
+    real_move = ImapConnection.move
+
+    def move(connection: ImapConnection, uids: Any, folder: str) -> None:
+        movers.add(threading.current_thread().name)
+        real_move(connection, uids, folder)
+
+    monkeypatch.setattr(ImapConnection, "move", move)
     user = dovecot.add_user()
     tag = uuid.uuid4().hex[:6]
     with dovecot.client(user) as client:
@@ -200,6 +214,7 @@ def test_a_backlog_of_500_is_stored_once_each_and_moved(
     assert rows[0].envelope_sender == "rita@example.net"
     assert count(gateway.database, ImapSeen, ImapSeen.state == "moved") == 500
     assert running.stored >= 1  # the pipeline was woken
+    assert movers == {"imap-mover"}
 
 
 def test_a_message_appended_while_idling_is_stored_within_the_spec_bound(
