@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import logging
 import os
+import sqlite3
 import statistics
 import sys
 import threading
@@ -54,7 +55,7 @@ from tests.gateway.gateway_setup import write_config
 PG_ADMIN_URL = os.environ.get(
     "CONDUCT_GATEWAY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-KINDS = ("bare-50", "bare-batch", "watcher", "bare-1")
+KINDS = ("bare-50", "bare-batch", "watcher", "floor", "bare-1")
 BODY = b"".join(
     b"Line %d of a report, about sixty characters long, as text.\r\n" % n for n in range(30)
 )
@@ -86,6 +87,37 @@ def bare_fetch(server: dovecot.PrivateDovecot, user: str, folder: str, batch: in
     client.logout()
     seconds = time.perf_counter() - started
     print(f"# bare fetch of {fetched} from {folder}, {batch} per FETCH: {seconds:.3f} s")
+    return seconds
+
+
+def durable_floor(server: dovecot.PrivateDovecot, user: str, work: Path) -> float:
+    """Seconds for the least a watcher must do, and nothing else: log in, SELECT (read-write,
+    to move), fetch `BATCH_MESSAGES` at a time, insert each batch into SQLite (WAL,
+    synchronous=FULL) with one executemany and commit, then UID MOVE it. No parsing, no
+    hashing, no ORM, no state rows, no second connection."""
+    path = work / f"floor-{user}.db"
+    store = sqlite3.connect(path, isolation_level=None)
+    store.execute("PRAGMA journal_mode=WAL")
+    store.execute("PRAGMA synchronous=FULL")
+    store.execute("CREATE TABLE mail (uid INTEGER PRIMARY KEY, raw BLOB NOT NULL)")
+    started = time.perf_counter()
+    client = IMAPClient(dovecot.HOST, port=server.port, ssl=False, timeout=60)
+    client.login(user, server.users[user])
+    client.select_folder("INBOX")
+    uids = sorted(client.search(["NOT", "DELETED"]))
+    for start in range(0, len(uids), BATCH_MESSAGES):
+        part = uids[start : start + BATCH_MESSAGES]
+        data = client.fetch(part, ["BODY.PEEK[]"])
+        store.execute("BEGIN IMMEDIATE")
+        store.executemany(
+            "INSERT INTO mail VALUES (?, ?)", [(uid, data[uid][b"BODY[]"]) for uid in part]
+        )
+        store.execute("COMMIT")
+        client.move(part, "Processed")
+    client.logout()
+    seconds = time.perf_counter() - started
+    store.close()
+    print(f"# durable floor: {len(uids)} stored and moved: {seconds:.3f} s")
     return seconds
 
 
@@ -264,6 +296,9 @@ def one_round(
 ) -> dict[str, float]:
     """Seconds per kind: the bare loops (A), two watchers (B B), the bare loops again (A)."""
     first, second = backlog(server, count, f"{tag}a"), backlog(server, count, f"{tag}b")
+    third = backlog(server, count, f"{tag}c")
+    with server.client(third) as client:
+        client.create_folder("Processed")
     spent = dict.fromkeys(KINDS, 0.0)
 
     def bare(user: str, folder: str) -> None:
@@ -274,6 +309,7 @@ def one_round(
     for user in (first, second):
         with watching(work / user, databases, server, user, False) as running:
             spent["watcher"] += running.ingest(count)
+    spent["floor"] += durable_floor(server, third, work)
     bare(second, "Processed")
     spent["bare-1"] = bare_fetch(server, first, "Processed", 1)
     return spent
@@ -323,6 +359,7 @@ def report(
     for kind, label, messages in (
         ("bare-50", "bare fetch, 50 per FETCH", watched),
         ("bare-batch", f"bare fetch, {BATCH_MESSAGES} per FETCH", watched),
+        ("floor", "durable floor: fetch, executemany, commit, MOVE", rounds * count),
         ("bare-1", "bare fetch, 1 per FETCH", rounds * count),
     ):
         bare_rate = messages / totals[kind]
