@@ -14,7 +14,8 @@ from handlers.snapshot import CaseView, ParticipantView
 from storage.counters import take_next
 from storage.models import Case, Message, Participant
 
-# Columns an UpdateCase effect may set; `first_*` columns are set only while still empty.
+# Columns an UpdateCase effect may set; `first_*` columns are set only while still empty,
+# and `last_*` ones never move back (imported mail joining a live case is dated earlier).
 UPDATABLE = frozenset(
     {
         "status",
@@ -133,8 +134,11 @@ def update_case(
     if row is None:
         raise LookupError(f"no case {case}")
     for key, value in changes.items():
-        if key.startswith("first_") and getattr(row, key) is not None:
+        current = getattr(row, key)
+        if key.startswith("first_") and current is not None:
             continue
+        if key.startswith("last_") and isinstance(value, datetime) and current is not None:
+            value = max(value, current)
         setattr(row, key, value)
     row.updated_at = now
 
