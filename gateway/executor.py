@@ -61,6 +61,7 @@ class Applied:
     case: int | None = None
     mails: list[int] = field(default_factory=list)
     confirm_token: str | None = None
+    last_ban: int | None = None  # the ban an AddBan just added, for its ban-end AddTimer
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,9 @@ class Executor:
             assert case is not None
             commands.set_recused(session, effect, case, now)
         elif isinstance(effect, AddBan):
-            commands.add_ban(session, effect, self._case(effect.case, applied), now)
+            applied.last_ban = commands.add_ban(
+                session, effect, self._case(effect.case, applied), now
+            )
         elif isinstance(effect, LiftBan):
             commands.lift_ban(session, effect, now)
         elif isinstance(effect, AddSanction):
@@ -184,7 +187,8 @@ class Executor:
             assert case is not None
             commands.add_sanction(session, effect, case, now)
         elif isinstance(effect, AddTimer):
-            commands.add_timer(session, effect, self._case(effect.case, applied), now)
+            case = self._case(effect.case, applied)
+            commands.add_timer(session, effect, case, now, applied.last_ban)
         elif isinstance(effect, DecideHeld):
             commands.decide_held(session, effect, now)
         elif isinstance(effect, MergeCase):

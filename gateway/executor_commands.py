@@ -44,12 +44,13 @@ def set_recused(session: Session, effect: SetRecused, case: int, now: datetime) 
     audit.append(session, at=now, action="recused", actor=effect.address, case=case)
 
 
-def add_ban(session: Session, effect: AddBan, case: int | None, now: datetime) -> None:
+def add_ban(session: Session, effect: AddBan, case: int | None, now: datetime) -> int:
+    """The new ban's id."""
     pattern = bans.stored_pattern(effect.pattern)
     existing = bans.find_active(session, pattern, effect.list_address, now)
     if existing is not None:
         raise EffectRefused(effect.origin, f"already banned (ban {existing.id})")
-    bans.add(
+    return bans.add(
         session,
         pattern=pattern,
         list_address=effect.list_address,
@@ -59,7 +60,7 @@ def add_ban(session: Session, effect: AddBan, case: int | None, now: datetime) -
         expires_at=effect.until,
         case=case,
         interim=effect.interim,
-    )
+    ).id
 
 
 def _bans_to_lift(session: Session, effect: LiftBan, now: datetime) -> list[Ban]:
@@ -111,20 +112,12 @@ def add_sanction(session: Session, effect: AddSanction, case: int, now: datetime
     )
 
 
-def add_timer(session: Session, effect: AddTimer, case: int | None, now: datetime) -> None:
-    ref = None
-    if effect.kind == "ban-end" and case is not None:
-        # The ban its command just added: lifting that ban cancels this notice.
-        ref = session.execute(
-            select(BanRow.id)
-            .where(
-                BanRow.case_number == case,
-                BanRow.expires_at == effect.due,
-                BanRow.created_at == now,
-            )
-            .order_by(BanRow.id.desc())
-            .limit(1)
-        ).scalar()
+def add_timer(
+    session: Session, effect: AddTimer, case: int | None, now: datetime, ban: int | None
+) -> None:
+    """`ban`: the ban the same outcome added last. A `#ban` command's AddTimer follows its
+    AddBan, so a ban-end notice is tied to its own ban, and lifting that ban cancels it."""
+    ref = ban if effect.kind == "ban-end" else None
     session.add(
         Timer(
             kind=effect.kind,

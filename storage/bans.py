@@ -248,8 +248,8 @@ def lift(session: Session, ban_id: int, by: str, now: datetime) -> Ban | None:
 def _cancel_end_notice(session: Session, ban: Ban, now: datetime) -> None:
     """A lifted ban has no end to announce: its pending ban-end notice is cancelled.
 
-    A notice made by `#ban` does not know its ban's id (both come from one command), so
-    it is found by case and due time, unless another ban of the case ends then too.
+    Notices are tied to their ban (`ref_id`). One without that tie (none is made so now)
+    is matched by case and due time, unless another ban of the case ends then too.
     """
     if ban.case is None or ban.expires_at is None:
         return

@@ -346,6 +346,46 @@ def test_a_server_that_stops_answering_mid_idle_is_left_and_reconnected(
         proxy.close()
 
 
+def test_a_server_that_stops_answering_while_the_mover_works_loses_nothing(
+    tmp_path: Path,
+    dovecot: PrivateDovecot,
+    run: Callable[..., Running],
+    events: list[logging.LogRecord],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(imap_ingest, "BATCH_MESSAGES", 10)
+    user, tag = dovecot.add_user(), uuid.uuid4().hex[:6]
+    with dovecot.client(user) as client:
+        for n in range(40):
+            client.append("INBOX", report(tag, n))
+    proxy = FreezingProxy(dovecot.port)
+    real_move = ImapConnection.move
+    frozen = threading.Event()
+
+    def move(connection: ImapConnection, uids: Any, folder: str) -> None:
+        if threading.current_thread().name == "imap-mover" and not frozen.is_set():
+            frozen.set()
+            proxy.freeze()  # both of this pass's connections go silent
+        real_move(connection, uids, folder)
+
+    monkeypatch.setattr(ImapConnection, "move", move)
+    try:
+        gateway = imap_gateway(
+            tmp_path, f"sqlite:///{tmp_path / 'g.db'}", dovecot, user, port=proxy.port
+        )
+        run(gateway, command_timeout=2.0)
+        wait_until(moved(dovecot, user, 40), RECONNECT_BOUND, "all 40 moved after reconnecting")
+        assert frozen.is_set()
+        assert named(events, "imap-error")[0]["error"] == "ImapConnectionLost"
+        rows = inbox_rows(gateway)
+        assert sorted(r.message_id or "" for r in rows) == sorted(
+            f"imap-{tag}-{n}@example.net" for n in range(40)
+        )
+        assert count(gateway.database, ImapSeen, ImapSeen.state == "moved") == 40
+    finally:
+        proxy.close()
+
+
 def test_a_bad_password_is_logged_each_attempt_with_growing_back_off(
     tmp_path: Path,
     dovecot: PrivateDovecot,

@@ -70,12 +70,14 @@ def test_unban_cancels_the_ban_end_notice_in_the_same_change(gw: Gateway) -> Non
     assert not [r for r in reminders(gw) if b"ban of this case has ended" in (r.raw or b"")]
 
 
-def test_unban_of_one_ban_keeps_the_notice_of_another_ending_then(gw: Gateway) -> None:
+@pytest.mark.parametrize("lifted", [0, 1])
+def test_unban_of_one_ban_keeps_the_notice_of_another_ending_then(gw: Gateway, lifted: int) -> None:
     staff_command(gw, "#ban mallory@example.com for=1h\r\n#ban eve@example.com for=1h\r\n")
     with gw.database.transaction() as session:
-        first = session.execute(select(BanRow.id).order_by(BanRow.id)).scalars().first()
-    staff_command(gw, f"#unban {first}\r\n")
-    assert len(pending_ban_ends(gw)) == 1
+        ids = list(session.execute(select(BanRow.id).order_by(BanRow.id)).scalars())
+    assert sorted(t.ref_id for t in pending_ban_ends(gw)) == ids  # each tied to its own ban
+    staff_command(gw, f"#unban {ids[lifted]}\r\n")
+    assert [t.ref_id for t in pending_ban_ends(gw)] == [ids[1 - lifted]]
     assert jobs(gw).tick(gw.now() + timedelta(hours=2)) == 2
 
 
