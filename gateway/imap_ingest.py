@@ -134,7 +134,7 @@ def _take_in(
         stored, duplicates = stored + new, duplicates + again
         on_stored()
         uids = [uid for uid, _ in fetched]
-        if mover is not None:
+        if mover is not None and mover.ready():
             mover.put(uids)
         else:
             connection.move(uids, target.settings.imap.processed_folder)

@@ -9,11 +9,15 @@ not moved when something fails is moved by the next pass, which finds it committ
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
 
+from gateway import logs
 from gateway.imap_client import ImapConnection, ImapError
+
+log = logs.get("imap")
 
 
 class FolderChanged(ImapError):
@@ -24,12 +28,15 @@ class FolderChanged(ImapError):
 class Mover:
     """A thread with its own connection, moving each batch it is given, in order.
 
-    `put` never blocks; `finish` waits for every batch given so far, closes the
-    connection and raises the first error, if any. After an error the rest of the batches
-    are not moved. `moved` lists what was moved, for the caller to record in one
-    transaction (recording each batch here would contend with the next batch's commit for
-    SQLite's write lock). `alive` is called after each batch moved, for the watcher's watchdog,
-    which aborts both connections when neither makes progress.
+    `ready` waits until that connection is open and says whether it could be: a server
+    that allows one connection per account refuses the second, and the caller then moves
+    on its own connection as without a mover. `put` never blocks; `finish` waits for every
+    batch given so far, closes the connection and raises the first error, if any. After
+    an error the rest of the batches are not moved. `moved` lists what was moved, for the
+    caller to record in one transaction (recording each batch here would contend with the
+    next batch's commit for SQLite's write lock). `alive` is called after each batch
+    moved, for the watcher's watchdog, which aborts both connections when neither makes
+    progress.
     """
 
     def __init__(
@@ -47,8 +54,18 @@ class Mover:
         self.moved: list[int] = []  # in order; recorded by the caller after `finish`
         self._batches: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
+        self._opened = threading.Event()
+        self._connected = False
         self._thread = threading.Thread(target=self._run, name="imap-mover", daemon=True)
         self._thread.start()
+
+    def ready(self) -> bool:
+        """True once the connection is open and the folder selected; False if the server
+        would not have a second connection."""
+        self._opened.wait()
+        if self._error is not None:
+            raise self._error
+        return self._connected
 
     def put(self, uids: list[int]) -> None:
         """Move these UIDs (already committed) after the batches given before."""
@@ -63,11 +80,23 @@ class Mover:
             raise self._error
 
     def _run(self) -> None:
-        connection: ImapConnection | None = None
         try:
             connection = self._open()
+        except Exception as error:
+            logs.event(
+                log,
+                logging.WARNING,
+                "imap-mover-unavailable",
+                error=type(error).__name__,
+                detail=str(error)[:200] if isinstance(error, ImapError | OSError) else None,
+            )
+            self._opened.set()
+            return
+        try:
             if connection.select(self._folder).uidvalidity != self._uidvalidity:
                 raise FolderChanged(self._folder)
+            self._connected = True
+            self._opened.set()
             while (uids := self._batches.get()) is not None:
                 connection.move(uids, self._processed_folder)
                 self.moved += uids
@@ -75,8 +104,8 @@ class Mover:
         except BaseException as error:  # handed to the watcher's thread by `finish`
             self._error = error
         finally:
-            if connection is not None:
-                if self._error is None:
-                    connection.close()
-                else:
-                    connection.abort()
+            self._opened.set()
+            if self._error is None:
+                connection.close()
+            else:
+                connection.abort()

@@ -4,6 +4,7 @@ commit, and a failure at any batch loses nothing (SPEC section 2)."""
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import uuid
 from collections.abc import Iterator
@@ -225,3 +226,37 @@ def test_listing_gives_exact_size_and_flags_only_above_the_bound(
     assert listed[1].size == len(larger) > 16384  # exact, and its flags read
     assert "$Marked" in listed[1].flags
     assert listed[2] == Listed(uids[2], 16384, ())
+
+
+def test_a_refused_second_connection_moves_every_batch_on_the_first(
+    tmp_path: Path,
+    database_url: str,
+    dovecot: PrivateDovecot,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    user, _ = _backlog(dovecot)
+    gateway = imap_gateway(tmp_path, database_url, dovecot, user)
+    checked = Checked(gateway, monkeypatch)
+    connection = _connect(dovecot, user)
+    # As a server allowing one connection per account: it refuses the second login.
+    refused = functools.partial(connect, HOST, dovecot.port, "none", user, "not-it", timeout=30)
+    try:
+        connection.ensure_folder("Processed")
+        with caplog.at_level(logging.WARNING, logger="conduct_gateway.imap"):
+            done = imap_ingest.ingest_folder(
+                connection,
+                gateway.settings,
+                gateway.database,
+                gateway.now,
+                lambda: None,
+                lambda: None,
+                refused,
+            )
+    finally:
+        connection.close()
+    assert (done.stored, checked.commits, checked.movers) == (MESSAGES, 6, {"MainThread"})
+    assert dovecot.uids(user, "INBOX") == []
+    assert _states(gateway) == ["moved"] * MESSAGES
+    imap = [r.getMessage() for r in caplog.records if r.name == "conduct_gateway.imap"]
+    assert imap == ["imap-mover-unavailable"]
