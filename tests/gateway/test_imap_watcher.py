@@ -490,17 +490,24 @@ def test_an_untrusted_certificate_is_refused(
 
 
 def test_without_idle_or_move_it_polls_and_copies_then_expunges(
-    tmp_path: Path, run: Callable[..., Running], events: list[logging.LogRecord]
+    tmp_path: Path,
+    run: Callable[..., Running],
+    events: list[logging.LogRecord],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(imap_ingest, "BATCH_MESSAGES", 2)  # the backlog: three batches
     with private_dovecot(capability="IMAP4rev1 LITERAL+ UIDPLUS") as server:
         user = server.add_user()
+        for n in range(5):
+            server.append(user, report("backlog", n))
         gateway = imap_gateway(tmp_path, f"sqlite:///{tmp_path / 'g.db'}", server, user)
         run(gateway)
         wait_until(lambda: named(events, "imap-connected"), 20, "connected")
         assert named(events, "imap-connected")[0]["idle"] == "no"
+        wait_until(moved(server, user, 5), 20, "the backlog copied and expunged by the mover")
         server.append(user, report("poll"))
-        wait_until(moved(server, user, 1), 10, "polled, copied and expunged")
-        assert len(inbox_rows(gateway)) == 1
+        wait_until(moved(server, user, 6), 10, "polled, copied and expunged")
+        assert len(inbox_rows(gateway)) == 6
 
 
 # --- leadership -----------------------------------------------------------------------
