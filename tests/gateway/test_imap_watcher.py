@@ -324,11 +324,19 @@ def test_dovecot_restarted_mid_idle_is_reconnected_and_new_mail_stored(
         assert len(named(events, "imap-connected")) >= 2
 
 
+@pytest.mark.parametrize(
+    "bounds",
+    # Left at the IDLE renewal, or (renewal at its production 10 minutes) at the silence
+    # bound: a server silent in IDLE is noticed before the renewal.
+    [{"idle_renew": 2.0}, {"idle_silence": 3.0}],
+    ids=["at-renewal", "silent-before-renewal"],
+)
 def test_a_server_that_stops_answering_mid_idle_is_left_and_reconnected(
     tmp_path: Path,
     dovecot: PrivateDovecot,
     run: Callable[..., Running],
     events: list[logging.LogRecord],
+    bounds: dict[str, float],
 ) -> None:
     user = dovecot.add_user()
     proxy = FreezingProxy(dovecot.port)
@@ -336,7 +344,7 @@ def test_a_server_that_stops_answering_mid_idle_is_left_and_reconnected(
         gateway = imap_gateway(
             tmp_path, f"sqlite:///{tmp_path / 'g.db'}", dovecot, user, port=proxy.port
         )
-        run(gateway, idle_renew=2.0, command_timeout=2.0)
+        run(gateway, command_timeout=2.0, **bounds)
         wait_until(lambda: named(events, "imap-idling"), 20, "idling")
         proxy.freeze()  # the open connection goes silent; new connections still work
         dovecot.append(user, report("frozen"))
