@@ -5,10 +5,8 @@ from __future__ import annotations
 from datetime import time, timedelta
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
 from gateway.config import Settings
-from gateway.config_values import HostPort, Person
+from gateway.config_values import HostPort, Person, mask_password
 from rules.durations import format_duration
 
 
@@ -87,7 +85,7 @@ def render(settings: Settings) -> str:
         (
             "storage",
             [
-                ("url", _mask_url(settings.storage.url)),
+                ("url", mask_password(settings.storage.url)),
                 ("leader_lease", settings.storage.leader_lease),
             ],
         ),
@@ -135,8 +133,3 @@ def _format(value: object) -> str:
     if isinstance(value, (HostPort, Person, Path)):
         return str(value)
     return str(value)
-
-
-def _mask_url(url: str) -> str:
-    # Passwords in the storage URL are the one secret the file itself may carry.
-    return make_url(url).render_as_string(hide_password=True)

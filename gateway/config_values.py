@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import time, timedelta
 from pathlib import Path
+from urllib.parse import unquote_plus
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import make_url
@@ -223,24 +224,37 @@ def case_tag(text: str) -> str:
 
 # `scheme://user:password@host`: what SQLAlchemy cannot parse may still carry a password.
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)\S*(?=@[^@\s]*(?:\s|$))")
+# libpq, and so psycopg, also takes the password from the query string (`?password=`,
+# `?sslpassword=`); `;` ends a pair too, so a value glued on with it is masked as well.
+_QUERY_PAIR = re.compile(r"(?P<head>[?&;](?P<key>[^=&;\s]*)=)[^&;\s]*")
+_SECRET_KEY = re.compile(r"pass|secret|pwd", re.IGNORECASE)
 
 
 def mask_password(text: str) -> str:
-    """`text` with the password of a URL in it replaced by `***` (SPEC 10: no secret in logs).
+    """`text` with every password in a URL in it replaced by `***` (SPEC 10: no secret in logs).
 
-    Errors quote the value they refuse, and a storage URL's password must not reach
-    stderr or the journal with it. The pattern masks up to the last `@` (an unencoded
-    `@` in a password would otherwise leave its tail); SQLAlchemy's parser catches
-    whatever else it would read as a password.
+    Errors quote the value they refuse and `check-config` prints the storage URL, and
+    its password must not reach stdout, stderr or the journal with them. The password
+    before the `@` is masked up to the last `@` (an unencoded `@` in a password would
+    otherwise leave its tail), and SQLAlchemy's parser catches whatever else it would
+    read as one; in the query string, every key naming a password or secret (also
+    percent-encoded) has its value masked.
     """
     masked = _URL_PASSWORD.sub(r"\g<head>***", text)
     try:
         url = make_url(masked.strip())
     except (ArgumentError, ValueError):
-        return masked
-    if url.password is not None and url.password != "***":  # noqa: S105 (the mask itself)
-        return url.render_as_string(hide_password=True)
-    return masked
+        pass
+    else:
+        if url.password is not None and url.password != "***":  # noqa: S105 (the mask itself)
+            masked = url.render_as_string(hide_password=True)
+    return _QUERY_PAIR.sub(_mask_query_value, masked)
+
+
+def _mask_query_value(pair: re.Match[str]) -> str:
+    if _SECRET_KEY.search(unquote_plus(pair.group("key"))):
+        return pair.group("head") + "***"
+    return pair.group(0)
 
 
 def storage_url(text: str) -> str:

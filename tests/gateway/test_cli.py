@@ -114,6 +114,32 @@ def test_check_config_masks_the_database_password(tmp_path: Path) -> None:
     assert "postgresql+psycopg://gw:***@db.example.org/gw" in result.output
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql+psycopg://gw@127.0.0.1:5432/gw?password=hunter2",
+            "postgresql+psycopg://gw@127.0.0.1:5432/gw?password=***",
+        ),
+        (
+            "postgresql+psycopg://gw:hunter1@db.example.org/gw?sslmode=require&sslpassword=hunter2",
+            "postgresql+psycopg://gw:***@db.example.org/gw?sslmode=require&sslpassword=***",
+        ),
+    ],
+)
+def test_check_config_masks_a_password_in_the_query_string(
+    tmp_path: Path, url: str, shown: str
+) -> None:
+    """psycopg honours `?password=`: it is as secret as the one before the `@`."""
+    cfg = write_config(tmp_path, url=url)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "secret").write_bytes(os.urandom(32))
+    result = CliRunner().invoke(main, ["check-config", "-c", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert "hunter" not in result.output
+    assert f"url = {shown}\n" in result.output
+
+
 def start_serve(cfg: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*EXE, "serve", "-c", str(cfg)],

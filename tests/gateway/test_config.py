@@ -327,6 +327,29 @@ def test_a_refused_storage_url_is_quoted_without_its_password(tmp_path: Path, ur
     assert "gw:***@" in message
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://gw@db.example.org:port/gw?password=hunter2",
+        "postgresql+psycopg://gw@db.example.org:port/gw?sslmode=require&password=hunter2",
+        "postgresql+psycopg://gw@db.example.org:port/gw?sslpassword=hunter2&sslmode=require",
+        "postgresql+psycopg://gw@db.example.org:port/gw?pass%77ord=hunter2",
+        "postgresql+psycopg://gw@db.example.org:port/gw?secret=hunter2",
+        "postgresql://gw@db.example.org/gw?PASSWORD=hunter2",
+    ],
+)
+def test_a_refused_storage_url_is_quoted_without_a_password_in_its_query(
+    tmp_path: Path, url: str
+) -> None:
+    """psycopg takes `?password=` as the password: SPEC section 10, never a secret in logs."""
+    with pytest.raises(ConfigError) as raised:
+        load_with(tmp_path, f"[storage]\nurl = {url}\n")
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'gateway.ini'}: [storage] url: ")
+    assert "hunter2" not in message
+    assert "=***" in message
+
+
 def test_a_default_section_is_refused_by_its_name(tmp_path: Path) -> None:
     """configparser would spread its keys into every section and blame [gateway]."""
     path = write(tmp_path, "[DEFAULT]\ntimeout = 1m\n" + REQUIRED)

@@ -158,13 +158,22 @@ def test_restart_only_keys_keep_their_running_value(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_a_refused_reload_never_logs_the_database_password(running: Running) -> None:
+@pytest.mark.parametrize(
+    ("bad_url", "shown"),
+    [
+        ("postgresql://gw:hunter2@db.example.org/gw", "gw:***@db.example.org"),
+        ("postgresql+psycopg://gw@db.example.org:x/gw?password=hunter2", "gw?password=***"),
+    ],
+)
+def test_a_refused_reload_never_logs_the_database_password(
+    running: Running, bad_url: str, shown: str
+) -> None:
     """SPEC section 10: never a secret in logs, not even in the refusal of a bad URL."""
     url = next(line for line in running.config.read_text().splitlines() if line.startswith("url"))
-    rewrite(running, url, "url = postgresql://gw:hunter2@db.example.org/gw")
+    rewrite(running, url, f"url = {bad_url}")
     line = hup_and_wait(running, "event=config-reload-refused")
     assert "section=storage key=url" in line
-    assert "gw:***@db.example.org" in line
+    assert shown in line
     assert "hunter2" not in running.serve.log
 
 
