@@ -149,14 +149,25 @@ def decide_held(session: Session, effect: DecideHeld, now: datetime) -> None:
         raise EffectRefused(effect.origin, f"held post {held_id} was already decided")
 
 
-def _recused(session: Session, case: int, address: str) -> bool:
-    return bool(
-        session.execute(
-            select(Participant.recused).where(
-                Participant.case_number == case, Participant.address == address
-            )
-        ).scalar()
-    )
+def _hidden_from(session: Session, source: Case, effect: MergeCase) -> str | None:
+    """Why the sender may not see the case they would merge, or None when they may: merging
+    hands them its report and every later mail on it (SPEC section 5, "Who may command")."""
+    if effect.by is None:
+        return None
+    recused = session.execute(
+        select(Participant.recused).where(
+            Participant.case_number == source.number, Participant.address == effect.by
+        )
+    ).scalar()
+    if recused:
+        return f"you are recused from case #{source.number}"
+    if effect.by_director:
+        if source.escalated_at is None and not source.urgent:
+            return f"case #{source.number} is not escalated to the executive director"
+    elif source.director_only:
+        # Staff configured after it opened are no recused participants of it, yet out.
+        return f"case #{source.number} is for the executive director alone"
+    return None
 
 
 def merge_case(session: Session, effect: MergeCase, into: int, now: datetime) -> None:
@@ -164,9 +175,9 @@ def merge_case(session: Session, effect: MergeCase, into: int, now: datetime) ->
     source = session.get(Case, effect.source)
     if source is None or source.purged_at is not None or source.merged_into is not None:
         raise EffectRefused(effect.origin, f"no case #{effect.source} to merge")
-    if effect.by is not None and _recused(session, effect.source, effect.by):
-        # Merging would hand them the case they recused from.
-        raise EffectRefused(effect.origin, f"you are recused from case #{effect.source}")
+    hidden = _hidden_from(session, source, effect)
+    if hidden is not None:
+        raise EffectRefused(effect.origin, hidden)
     known = {
         person.address: person
         for person in session.execute(

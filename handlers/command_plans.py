@@ -235,7 +235,9 @@ def _discard(c: Context, command: ct.Discard) -> Plan:
 def _merge(c: Context, command: ct.Merge) -> Plan:
     if command.case == c.case:
         raise Refused("a case cannot be merged into itself")
-    merge = MergeCase(command.case, c.case, c.origin, c.sender)
+    # Whether the sender may see the other case is the database's to say, when it merges.
+    director = c.snapshot.team.is_director(c.sender)
+    merge = MergeCase(command.case, c.case, c.origin, c.sender, by_director=director)
     return [merge], f"case #{command.case} merged into this one"
 
 

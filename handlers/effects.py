@@ -168,7 +168,8 @@ class MergeCase:
     source: int
     into: CaseRef
     origin: Origin | None = None
-    by: str | None = None  # refused when they are recused from the source case
+    by: str | None = None  # refused unless they may see the source case
+    by_director: bool = False  # `by` is the executive director, who alone sees their cases
 
 
 @dataclass(frozen=True)

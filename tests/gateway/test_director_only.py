@@ -225,3 +225,49 @@ def test_staff_added_later_never_see_a_director_only_case_in_the_digest(gw: Gate
         assert text is not None
         assert "About the board" not in text.get_content(), row.recipient
         assert "#1 " not in text.get_content(), row.recipient
+
+
+def test_staff_added_later_cannot_merge_a_director_only_case_into_theirs(gw: Gateway) -> None:
+    """Carol is no recused participant of the director's case (she joined the staff after
+    it opened), yet `#merge` would hand her its report and every later mail on it."""
+    from tests.gateway.test_commands import NEW_STAFF, reconfigure
+
+    deliver(gw, REPORT, "rita@example.net", "conduct+director@example.org")
+    other = mail("wendy@example.net", "conduct@example.org", "w1@example.net", "Else.", "Other")
+    deliver(gw, other, "wendy@example.net", "conduct@example.org")
+    reconfigure(gw, NEW_STAFF)
+    mark = last_id(gw)
+    carol = signed(gw, 2, "carol@example.org")
+    deliver(gw, mail("carol@example.org", carol, "m1@example.org", "#merge 1"), None, carol)
+    with gw.database.transaction() as session:
+        source = session.get(Case, 1)
+        assert source is not None
+        assert source.merged_into is None
+    [result] = [r for r in outbox(gw, mark) if r.kind == "result"]
+    assert result.recipient == "carol@example.org"
+    assert b"Nothing was changed" in (result.raw or b"")
+    assert b"executive director" in (result.raw or b"")
+    # The reporter's next mail still reaches the director alone.
+    mark = last_id(gw)
+    to = signed(gw, 1, "rita@example.net")
+    deliver(gw, mail("rita@example.net", to, "dir5@example.net", "More detail."), None, to)
+    assert [(r.kind, r.recipient) for r in outbox(gw, mark)] == [("copy", "ed@example.org")]
+
+
+def test_the_director_merges_only_cases_escalated_to_them(gw: Gateway) -> None:
+    deliver(gw, REPORT, "rita@example.net", "conduct+director@example.org")
+    other = mail("wendy@example.net", "conduct@example.org", "w1@example.net", "Else.", "Other")
+    deliver(gw, other, "wendy@example.net", "conduct@example.org")
+    ed = signed(gw, 1, "ed@example.org")
+    deliver(gw, mail("ed@example.org", ed, "m2@example.org", "#merge 2"), None, ed)
+    [result] = [r for r in outbox(gw) if r.kind == "result"]
+    assert b"not escalated" in (result.raw or b"")
+    alice = signed(gw, 2, "alice@example.org")
+    deliver(gw, mail("alice@example.org", alice, "m3@example.org", "#escalate"), None, alice)
+    ed = signed(gw, 2, "ed@example.org")
+    deliver(gw, mail("ed@example.org", ed, "m4@example.org", "#merge 1"), None, ed)
+    with gw.database.transaction() as session:
+        merged, target = session.get(Case, 1), session.get(Case, 2)
+        assert merged is not None
+        assert target is not None
+        assert (merged.merged_into, target.merged_into) == (2, None)
