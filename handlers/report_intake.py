@@ -92,13 +92,9 @@ class Reporter:
     name: str
 
 
-def _reporter(message: ParsedMessage) -> Reporter | None:
-    """The From address, else the envelope sender (SPEC section 5 sends the acknowledgement
-    there), so a report without From is still answered and the reporter's reply to their
-    signed address still finds the case."""
-    if message.from_address is not None:
-        written = message.from_written or message.from_address
-        return Reporter(message.from_address, written, message.from_name)
+def _envelope_sender(message: ParsedMessage) -> Reporter | None:
+    """The envelope sender (for IMAP and `ingest`, the Return-Path), normalised; None for
+    `<>`, none at all, or one that does not parse."""
     sender = (message.loop.envelope_sender or "").strip().strip("<>").strip()
     if not sender:
         return None
@@ -108,34 +104,45 @@ def _reporter(message: ParsedMessage) -> Reporter | None:
         return None
 
 
-def _unlimited(snapshot: Snapshot, written: str) -> bool:
+def _reporter(message: ParsedMessage) -> Reporter | None:
+    """The From address, else the envelope sender (SPEC section 5 sends the acknowledgement
+    there), so a report without From is still answered and the reporter's reply to their
+    signed address still finds the case."""
+    if message.from_address is not None:
+        written = message.from_written or message.from_address
+        return Reporter(message.from_address, written, message.from_name)
+    return _envelope_sender(message)
+
+
+def _unlimited(snapshot: Snapshot, address: str) -> bool:
     """SPEC section 4: mail to staff, the executive director and moderators is never
     rate-limited, the acknowledgements of their own reports included. The acknowledgement
     goes to the envelope sender, so that is the address compared (normalised)."""
-    try:
-        address = normalise(written.strip().strip("<>").strip())
-    except AddressError:
-        return False
     team = snapshot.team
     if team.is_staff(address) or team.is_director(address):
         return True
     return snapshot.policy is not None and bool(snapshot.policy.moderated_by(address))
 
 
-def _acknowledgement(
-    message: ParsedMessage, snapshot: Snapshot, reporter: Reporter | None
-) -> list[Effect]:
+def _acknowledgement(message: ParsedMessage, snapshot: Snapshot) -> list[Effect]:
+    """To the envelope sender (SPEC section 5, RFC 3834 section 4), and so signed for it: a
+    From that differs is unproven, and a token for the From would hand its owner's signed
+    address (a staff member's, say) to whoever wrote the envelope. A reporter behind a
+    forwarder that rewrites the envelope (SRS) still threads by References (SPEC section 4,
+    rule 2): the acknowledgement's Message-ID is one the gateway generated for the case."""
     sender = message.loop.envelope_sender
     reason = loops.suppress_auto_reply(message.loop)
-    if reason is not None or not sender or reporter is None:
+    acknowledged = _envelope_sender(message)
+    if reason is not None or not sender or acknowledged is None:
         return [Audit(NEW, "acknowledgement-suppressed", None, {"reason": reason or "no-sender"})]
     sent = snapshot.automatic_replies.get(sender.lower(), 0)
-    if not _unlimited(snapshot, sender) and not loops.rate_limit_allows(sent, RATE_LIMIT):
+    unlimited = _unlimited(snapshot, acknowledged.address)
+    if not unlimited and not loops.rate_limit_allows(sent, RATE_LIMIT):
         return [Audit(NEW, "acknowledgement-rate-limited", None, {})]
     return [
         SendMail(
             case=NEW,
-            recipient=reporter.address,
+            recipient=acknowledged.address,
             written=sender,
             kind="acknowledgement",
             template="acknowledgement",
@@ -268,7 +275,7 @@ def intake(message: ParsedMessage, snapshot: Snapshot, received: Intake) -> Outc
             },
         )
     )
-    effects += _acknowledgement(message, snapshot, reporter)
+    effects += _acknowledgement(message, snapshot)
     recusal = _recusal_note(routing, named, to_director)
     effects += [
         _staff_copy(p, message, received, urgent, recusal, to_director) for p in routing.recipients

@@ -137,6 +137,74 @@ def test_a_reply_from_the_reporter_joins_the_case_and_reaches_staff(gw: Gateway)
     assert sorted(r.recipient for r in later) == ["alice@example.org", "bob@example.org"]
 
 
+def signed(gw: Gateway, case: int, owner: str) -> str:
+    from rules.tokens import reply_token
+
+    return f"conduct+{case}-{reply_token(gw.secrets.current, case, owner)}@example.org"
+
+
+def test_the_acknowledgement_s_reply_to_is_signed_for_the_envelope_sender_it_goes_to(
+    gw: Gateway,
+) -> None:
+    """A forged From of a staff member must not buy the envelope sender that staff member's
+    signed address: with `require_dkim = no` it would let them command as her."""
+    forged = REPORT.replace(
+        b"Rita Reporter <rita@example.net>", b"Alice Example <alice@example.org>"
+    )
+    store(gw, forged, sender="Mallory@Evil.example")
+    run(gw)
+    [ack] = [r for r in outbox_rows(gw) if r.kind == "acknowledgement"]
+    assert ack.recipient == "Mallory@Evil.example"
+    reply_to = str(parse(ack.raw or b"")["Reply-To"])
+    assert reply_to == signed(gw, 1, "mallory@evil.example")
+    assert reply_to != signed(gw, 1, "alice@example.org")
+    with gw.database.transaction() as session:
+        reporter = session.execute(
+            select(Participant.address).where(Participant.role == "reporter")
+        ).scalar_one()
+    assert reporter == "alice@example.org"  # the reporter is still the From
+    command = (
+        f"From: alice@example.org\r\nTo: {reply_to}\r\nSubject: x\r\n"
+        "Message-ID: <forged2@evil.example>\r\n\r\n#status resolved\r\n"
+    ).encode()
+    store(gw, command, sender="mallory@evil.example", recipients=(reply_to,))
+    run(gw)
+    with gw.database.transaction() as session:
+        case = session.get(Case, 1)
+        assert case is not None
+        assert case.status == "new"
+
+
+def test_a_reporter_behind_a_forwarder_threads_their_reply_by_reference(gw: Gateway) -> None:
+    """An SRS forwarder rewrites the envelope sender: the acknowledgement goes there, signed
+    for that address, and the reporter's reply from their own address, answering it, still
+    joins the case by its References (SPEC section 4, rule 2)."""
+    forwarder = "SRS0=HHH=TT=example.net=rita@forwarder.example"
+    store(gw, REPORT, sender=forwarder)
+    run(gw)
+    [ack] = [r for r in outbox_rows(gw) if r.kind == "acknowledgement"]
+    assert ack.recipient == forwarder
+    assert parse(ack.raw or b"")["Reply-To"] == signed(gw, 1, forwarder.lower())
+    reply = (
+        b"From: Rita Reporter <rita@example.net>\r\nTo: conduct@example.org\r\n"
+        b"Subject: Re: A message\r\nMessage-ID: <fwd2@example.net>\r\n"
+        b"In-Reply-To: <" + ack.message_id.encode() + b">\r\n\r\nMore details.\r\n"
+    )
+    store(gw, reply, sender=forwarder)
+    run(gw)
+    with gw.database.transaction() as session:
+        assert [c.number for c in session.execute(select(Case)).scalars()] == [1]
+        rule = session.execute(
+            select(Message.rule).where(Message.message_id == "fwd2@example.net")
+        ).scalar_one()
+        roles = {p.address: p.role for p in session.execute(select(Participant)).scalars()}
+    assert rule == "reference"
+    assert roles["rita@example.net"] == "reporter"
+    assert forwarder.lower() not in roles
+    later = [r for r in outbox_rows(gw) if r.kind == "copy"][2:]
+    assert sorted(r.recipient for r in later) == ["alice@example.org", "bob@example.org"]
+
+
 def test_the_same_message_twice_makes_one_case(gw: Gateway) -> None:
     store(gw, REPORT)
     store(gw, REPORT)
