@@ -95,8 +95,12 @@ def _summary(row: Case, reporter: str | None, messages: int) -> CaseSummary:
 
 
 def summaries(session: Session, status: str | None = None) -> list[CaseSummary]:
-    """Cases, newest first."""
-    query = select(Case).order_by(Case.number.desc())
+    """Cases, newest first (SPEC section 9).
+
+    By when each case was opened, not by number: an imported case takes the next number
+    but keeps its original, older date, and belongs below the live cases.
+    """
+    query = select(Case).order_by(Case.created_at.desc(), Case.number.desc())
     if status is not None:
         query = query.where(Case.status == status)
     rows = session.execute(query).scalars().all()

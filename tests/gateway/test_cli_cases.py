@@ -12,7 +12,7 @@ import json
 import mailbox
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +285,24 @@ def test_cases_list_is_newest_first_with_the_scalar_keys_and_a_message_count(
     text = cli(gw.path, "cases", "list")
     assert text.returncode == 0
     assert [line.split()[0] for line in text.stdout.decode().splitlines()] == ["#3", "#2", "#1"]
+
+
+def test_cases_list_puts_imported_older_cases_below_live_ones(gw: Gateway, tmp_path: Path) -> None:
+    """SPEC section 9: newest first; imported cases keep their original (older) dates."""
+    from tests.gateway.test_import import START, mail, write_mbox
+
+    ingest(gw, stdin=report(1))
+    process(gw)
+    past = [
+        mail(f"old-{n}@example.net", f"old{n}@example.net", "conduct@example.org", "Old", at)
+        for n, at in ((1, START), (2, START + timedelta(days=1)))
+    ]
+    result = cli(gw.path, "import", str(write_mbox(tmp_path / "past.mbox", past)))
+    assert result.returncode == 0, result.stderr
+    found = run_json(gw, "cases", "list")
+    assert [(c["number"], c["imported"]) for c in found] == [(1, False), (3, True), (2, True)]
+    text = cli(gw.path, "cases", "list").stdout.decode()
+    assert [line.split()[0] for line in text.splitlines()] == ["#1", "#3", "#2"]
 
 
 def test_cases_show_json_has_every_key_of_the_case_shape(gw: Gateway) -> None:
