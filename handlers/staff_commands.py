@@ -23,6 +23,7 @@ from handlers.message import ParsedMessage
 from handlers.snapshot import CaseView, Policy, Snapshot
 from rules import command_types as ct
 from rules.commands import CommandError, ParsedCommands
+from rules.naming import addresses_in
 
 OUTGOING = (ct.Reply, ct.To, ct.NotifyAccused)
 
@@ -138,9 +139,15 @@ def _outgoing(
 
 
 def _names_reporter(text: str, case: CaseView) -> bool:
+    """Whether the text gives the reporter away. Addresses are found and normalised as
+    recusal finds them: staff copies show the address as written (`rita+cgw@`, an IDN
+    domain), and that is what staff paste; the written form is looked for as well."""
     folded = text.casefold()
+    found = addresses_in(text)
     for person in case.with_role("reporter"):
-        if person.address and person.address.casefold() in folded:
+        if person.address and person.address in found:
+            return True
+        if person.written and person.written.casefold() in folded:
             return True
         if person.name and len(person.name) > 2 and person.name.casefold() in folded:
             return True

@@ -1,9 +1,10 @@
 """Staff commands by email, the paths test_commands.py leaves out: switches turned off, the
 director on an urgent case, unbans and held posts by email, closing, recused directors,
-forged Reply-To."""
+forged Reply-To, the reporter's address however it is written."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from storage import held
@@ -158,3 +159,35 @@ def test_a_forged_reply_to_does_not_make_a_stranger_staff(gw: Gateway) -> None: 
     assert "commands-applied" not in actions
     copy = mails(gw, "copy")[-1]
     assert b"#close no-violation" in (copy.raw or b"")  # filed as a stranger's correspondence
+
+
+@pytest.mark.parametrize(
+    ("reporter", "pasted"),
+    [
+        # Staff copies show the address as written, tag and all: what staff would paste.
+        ("rita+cgw@example.net", "rita+cgw@example.net"),
+        ("rita+cgw@example.net", "RITA+other@Example.NET"),
+        ("rita@b\u00fccher.example", "rita@b\u00fccher.example"),
+        ("rita@b\u00fccher.example", "rita@xn--bcher-kva.example"),
+        ("rita@xn--bcher-kva.example", "rita@b\u00fccher.example"),
+    ],
+)
+def test_an_anonymous_case_refuses_the_reporter_s_address_however_it_is_written(
+    gw: Gateway,  # noqa: F811
+    reporter: str,
+    pasted: str,
+) -> None:
+    """SPEC section 5: refused if the text contains the reporter's address; the address
+    is found and normalised as recusal finds it, and compared as written too."""
+    raw = REPORT.replace(b"c-rep1", b"c-rep-w").replace(
+        b"Rita Reporter <rita@example.net>", reporter.encode()
+    )
+    store(gw, raw, None, ("conduct@example.org",))
+    run(gw)
+    command(gw, "#accused mallory@example.com\r\n", case=2)
+    command(gw, f"#notify-accused\r\nThe complaint came from {pasted}.\r\n", case=2)
+    assert "anonymous" in last_result(gw)
+    command(gw, f"#to mallory@example.com\r\nAsk {pasted} about it.\r\n", case=2)
+    assert "anonymous" in last_result(gw)
+    assert mails(gw, "reply") == []
+    assert case(gw, 2).accused_notified_at is None
