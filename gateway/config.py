@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
 
+from gateway import config_syntax
 from gateway import config_values as v
 from gateway.config_schema import (
     FREE_FORM_SECTIONS,
@@ -94,18 +95,23 @@ def load(path: Path) -> Settings:
         default_section=_NO_DEFAULT_SECTION,
     )
     try:
-        with path.open(encoding="utf-8") as handle:
-            parser.read_file(handle)
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(path, f"cannot read the configuration file: {error.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(path, "expected a UTF-8 text file") from None
+    try:
+        parser.read_string(text, source=str(path))
     except configparser.DuplicateOptionError as error:
         raise ConfigError(path, "the key is given twice", error.section, error.option) from None
     except configparser.DuplicateSectionError as error:
         raise ConfigError(path, "the section is given twice", error.section) from None
     except configparser.Error as error:
-        raise ConfigError(path, f"not a valid INI file: {error.message.splitlines()[0]}") from None
+        explained = config_syntax.explain(text, error)
+        if explained is None:
+            first = error.message.splitlines()[0]
+            raise ConfigError(path, f"not a valid INI file: {first}") from None
+        raise ConfigError(path, *explained) from None
     return _Reader(path, parser).settings()
 
 
@@ -125,14 +131,20 @@ class _Reader:
                     "is not supported: give each key in its own section",
                     section,
                 )
+            # Masked as a value is: a URL without its `key =` may end up read as a name.
             if section not in known:
-                raise ConfigError(self.path, "unknown section" + _hint(section, known), section)
+                raise ConfigError(
+                    self.path, "unknown section" + _hint(section, known), v.mask_password(section)
+                )
             if section in FREE_FORM_SECTIONS:
                 continue
             for key in self.parser[section]:
                 if key not in SCHEMA[section]:
                     raise ConfigError(
-                        self.path, "unknown key" + _hint(key, SCHEMA[section]), section, key
+                        self.path,
+                        "unknown key" + _hint(key, SCHEMA[section]),
+                        section,
+                        v.mask_password(key),
                     )
 
     def raw(self, section: str, key: str) -> str:

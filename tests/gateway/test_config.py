@@ -253,6 +253,67 @@ def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
         load_with(tmp_path, "[smtp]\ntimeout = 1m\ntimeout = 2m\n")
 
 
+@pytest.mark.parametrize(
+    ("text", "where", "shown", "expected"),
+    [
+        pytest.param(
+            REQUIRED + "[auth]\nrequire_dkim yes\n",
+            "[auth]: line 6",
+            "'require_dkim yes'",
+            "'key = value' or a '[section]' header",
+            id="no-equals-sign",
+        ),
+        pytest.param(
+            "case_tag = Safety\n" + REQUIRED,
+            "line 1",
+            "'case_tag = Safety'",
+            "a '[section]' header before the first key",
+            id="before-any-section",
+        ),
+        pytest.param(
+            REQUIRED + "[auth\nrequire_dkim = yes\n",
+            "line 5",
+            "'[auth'",
+            "a section header closed by ']', such as '[auth]'",
+            id="broken-header",
+        ),
+        pytest.param(
+            "[gateway\n" + REQUIRED.partition("\n")[2],
+            "line 1",
+            "'[gateway'",
+            "a section header closed by ']', such as '[gateway]'",
+            id="broken-first-header",
+        ),
+    ],
+)
+def test_a_malformed_line_is_named_by_number_text_and_section(
+    tmp_path: Path, text: str, where: str, shown: str, expected: str
+) -> None:
+    """SPEC section 8: the file, where in it, and what was expected; not configparser's words."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        config.load(path)
+    assert str(raised.value) == f"{path}: {where}: {shown}: expected {expected}"
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        ("password_file /etc/hunter2", "'password_file ***'"),
+        ("Password: hunter2", "'Password: ***'"),
+        ("url postgresql+psycopg://gw:hunter2@db.example.org/gw", "gw:***@db"),
+        # An `=` in the query string makes the text before it an (unknown) key.
+        ("url postgresql+psycopg://gw:hunter2@db.example.org/gw?sslmode=require", "gw:***@db"),
+    ],
+)
+def test_a_malformed_line_never_shows_a_password(tmp_path: Path, line: str, shown: str) -> None:
+    """The line goes to stderr and, on SIGHUP, to the journal (SPEC section 10)."""
+    with pytest.raises(ConfigError) as raised:
+        load_with(tmp_path, f"[imap]\n{line}\n")
+    assert "hunter2" not in str(raised.value)
+    assert shown in str(raised.value)
+
+
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the configuration file"):
         config.load(tmp_path / "absent.ini")
