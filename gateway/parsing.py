@@ -17,6 +17,9 @@ from rules.threading import reference_chain
 
 MAX_HEADER_VALUE = 8192  # longer fields are cut: a 1 MB Subject decides nothing
 MAX_RAW_HEADER = 8 * MAX_HEADER_VALUE  # room for RFC 2047 encoded words, which decode shorter
+# RFC 5321 section 4.5.3.1.3: a path is at most 256 octets, angle brackets included, so no
+# mail can be sent to (or have come from) a longer address; storage columns hold 320.
+MAX_ADDRESS_OCTETS = 254
 _LINE_BREAKS = re.compile(r"[\r\n]")
 
 
@@ -60,9 +63,18 @@ def _from(message: email.message.EmailMessage) -> tuple[str, str | None, str | N
         return "", None, None
     name, written = found[0]
     try:
-        return name, normalise(written), written
+        address = normalise(written)
     except AddressError:
         return name, None, None
+    if max(_octets(written), _octets(address)) > MAX_ADDRESS_OCTETS:
+        # Not an address anyone can be answered at: handled as one that does not parse,
+        # so a report is acknowledged to the envelope sender (SPEC section 5).
+        return name, None, None
+    return name, address, written
+
+
+def _octets(address: str) -> int:
+    return len(address.encode("utf-8", "replace"))
 
 
 def _addresses(message: email.message.EmailMessage, *names: str) -> tuple[str, ...]:

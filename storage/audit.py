@@ -22,6 +22,7 @@ from rules.audit_chain import (
     verify,
 )
 from storage.counters import peek, take_next
+from storage.db import storable
 from storage.models import AuditEvent
 
 
@@ -47,6 +48,10 @@ def append(
     """Add one event; the sequence counter's row lock serialises appends across instances."""
     if isinstance(detail, dict):
         detail = json.dumps(detail, sort_keys=True, ensure_ascii=False)
+    # The digest must cover what the columns will hold, or `audit verify` would call the
+    # event edited: a NUL is stored as U+FFFD (storage.db.storable).
+    actor = None if actor is None else storable(actor)
+    detail = None if detail is None else storable(detail)
     seq = take_next(session, "audit")
     previous = (
         GENESIS

@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import DateTime, Engine, String, Text, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+REPLACEMENT = "\ufffd"  # U+FFFD REPLACEMENT CHARACTER, as a decoder writes for what it cannot
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -35,6 +36,35 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def storable(text: str) -> str:
+    """`text` as both backends store it: each NUL (U+0000) becomes U+FFFD.
+
+    PostgreSQL's text types cannot hold NUL, SQLite's can; mail carries one now and then (a
+    body, an encoded-word Subject `=?utf-8?q?a=00b?=`, a display name). Stored as it came,
+    such a report fails on PostgreSQL at every retry and never becomes a case. The raw
+    bytes (bytea) keep the NUL.
+    """
+    return text.replace("\x00", REPLACEMENT)
+
+
+class StorableString(TypeDecorator[str]):
+    """A VARCHAR that stores `storable(value)`: every text column is one, so no repository
+    (nor a bulk UPDATE, nor a comparison's bound value) can hand PostgreSQL a NUL."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else storable(value)
+
+
+class StorableText(StorableString):
+    """TEXT, stored as `StorableString` stores VARCHAR."""
+
+    impl = Text
+    cache_ok = True
 
 
 def make_engine(url: str, **options: Any) -> Engine:

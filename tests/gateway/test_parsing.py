@@ -296,6 +296,23 @@ def test_missing_from_gives_no_address_and_the_rest_is_read() -> None:
     assert loops.suppress_auto_reply(message.loop) is None
 
 
+def from_header(value: bytes) -> ParsedMessage:
+    return parse(b"From: " + value + b"\r\nTo: conduct@example.org\r\n\r\nreport\r\n", SENDER)
+
+
+def test_an_address_longer_than_an_smtp_path_is_no_usable_from() -> None:
+    """RFC 5321 section 4.5.3.1.3: a path holds 256 octets with its angle brackets."""
+    local = b"r" * 60
+    longest = local + b"@" + b".".join([b"d" * 63] * 3) + b".e"  # 254 octets
+    assert len(longest) == 254
+    assert from_header(b"Rita <" + longest + b">").from_address == longest.decode()
+    too_long = local + b"@" + b".".join([b"d" * 60] * 5) + b".net"
+    message = from_header(b"Rita <" + too_long + b">")
+    assert (message.from_address, message.from_written) == (None, None)
+    assert message.from_name == "Rita"
+    assert message.loop.envelope_sender == SENDER  # the acknowledgement still has a way
+
+
 # --- broken MIME ----------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 
 from rules.audit_chain import event_digest, event_link
 from storage import audit
@@ -158,3 +158,15 @@ def test_events_appended_past_the_counter_are_named_inserted(db: Database) -> No
         report = audit.verify_chain(session)
     assert report.problem == "event 4 is inserted"
     assert report.bad_seq == 4
+
+
+def test_a_nul_in_an_event_is_stored_as_u_fffd_and_the_chain_still_verifies(db: Database) -> None:
+    """PostgreSQL text cannot hold NUL: the digest covers the value the column holds."""
+    with db.transaction() as session:
+        audit.append(session, at=NOW, action="note", actor="a\x00b@example.org", detail="x\x00y")
+        audit.append(session, at=NOW, action="note", actor=None, detail={"subject": "p\x00q"})
+    with db.transaction() as session:
+        first, second = session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars()
+        assert (first.actor, first.detail) == ("a\ufffdb@example.org", "x\ufffdy")
+        assert "\x00" not in (second.detail or "")
+        assert audit.verify_chain(session).problem is None

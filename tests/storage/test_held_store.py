@@ -206,3 +206,27 @@ def test_a_held_post_keeps_a_unicode_list_in_a_labels(db: Database) -> None:
         record = held.get(session, held_id)
     assert record is not None
     assert record.list == "dev@xn--bcher-kva.example"
+
+
+def test_a_post_with_a_nul_in_its_subject_is_held_with_its_raw_bytes_intact(db: Database) -> None:
+    """PostgreSQL text cannot hold NUL: the subject keeps U+FFFD, the bytes keep the NUL."""
+    raw = RAW.replace(b"Subject: hi", b"Subject: =?utf-8?q?h=00i?=") + b"\x00\r\n"
+    with db.transaction() as session:
+        held_id = held.hold(
+            session,
+            list_address=DEV,
+            sender="m@example.net",
+            subject="h\x00i",
+            reason="ban 3 (From)",
+            ban_id=3,
+            case=None,
+            envelope_sender="bounce-m@example.net",
+            envelope_recipients=[DEV],
+            raw=raw,
+            now=NOW,
+        )
+    with db.transaction() as session:
+        record = held.get(session, held_id)
+        assert record is not None
+        assert record.subject == "h\ufffdi"
+        assert session.execute(select(HeldPost.raw)).scalar_one() == raw
