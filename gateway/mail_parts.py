@@ -20,8 +20,18 @@ from rules.threading import reference_chain
 TNEF_TYPES = {"application/ms-tnef", "application/vnd.ms-tnef"}
 # An attached message is an attachment; its body is not this message's text.
 ENCLOSED_MESSAGES = {"message/rfc822", "message/global"}
+# What of an attached message can name someone (SPEC section 5); parsing.py decodes them.
+ENCLOSED_FIELDS = frozenset({"from", "to", "cc", "reply-to", "sender", "subject"})
 FALLBACK_CHARSETS = ("utf-8", "cp1252")
 MAX_TEXT = 2 * 1024 * 1024  # a text rendering longer than this is cut (and says so)
+
+
+@dataclass(frozen=True)
+class Enclosed:
+    """A message attached whole: the header fields of ENCLOSED_FIELDS, and its text."""
+
+    header: bytes
+    text: str
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,7 @@ class Parts:
     attachments: tuple[Attachment, ...]
     defects: tuple[str, ...]
     reported_message_ids: tuple[str, ...]
+    enclosed: tuple[Enclosed, ...] = ()
 
 
 def _decode_bytes(data: bytes, charset: str) -> str:
@@ -232,6 +243,33 @@ def _reported_ids(root: email.message.Message) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
+def _rendered(plain: str | None, html: str | None) -> str:
+    return plain if plain is not None else html_to_text(html) if html is not None else ""
+
+
+def _header_block(message: email.message.Message) -> bytes:
+    fields = (
+        f"{name}: {value}\r\n"
+        for name, value in message.raw_items()
+        if name.lower() in ENCLOSED_FIELDS
+    )
+    return "".join(fields).encode("utf-8", "replace")
+
+
+def _enclosed(root: email.message.Message) -> tuple[Enclosed, ...]:
+    """Every attached message, nested ones too (`walk` descends into them): a report that
+    forwards a message as an attachment says what that message says."""
+    found: list[Enclosed] = []
+    for part in root.walk():
+        if part.get_content_type() not in ENCLOSED_MESSAGES or not part.is_multipart():
+            continue
+        inner = part.get_payload(0)
+        if isinstance(inner, email.message.Message):
+            text = _rendered(*_bodies(inner))[:MAX_TEXT]
+            found.append(Enclosed(_header_block(inner), text))
+    return tuple(found)
+
+
 def _library_defects(raw: bytes) -> list[str]:
     try:
         parsed = mailparser.parse_from_bytes(raw)
@@ -245,18 +283,17 @@ def extract(raw: bytes) -> Parts:
     plain, html = _bodies(root)
     attachments, tnef_text = _attachments(root)
     html_only = plain is None and html is not None
-    text = (
-        plain
-        if plain is not None
-        else html_to_text(html)
-        if html is not None
-        else (tnef_text or "")
-    )
+    text = _rendered(plain, html) if plain is not None or html is not None else (tnef_text or "")
     defects = [type(d).__name__ for p in root.walk() for d in p.defects]
     defects += _library_defects(raw)
     if len(text) > MAX_TEXT:
         text = text[:MAX_TEXT] + "\n[... cut: the whole message is attached ...]\n"
         defects.append("text-cut")
     return Parts(
-        text, html_only, tuple(attachments), tuple(dict.fromkeys(defects)), _reported_ids(root)
+        text,
+        html_only,
+        tuple(attachments),
+        tuple(dict.fromkeys(defects)),
+        _reported_ids(root),
+        _enclosed(root),
     )

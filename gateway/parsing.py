@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 
 from gateway import delivery_status, mail_parts
-from handlers.message import ParsedMessage
+from handlers.message import EnclosedMessage, ParsedMessage
 from rules.addresses import AddressError, normalise, parse_header_addresses
 from rules.loops import LoopFacts
 from rules.threading import reference_chain
@@ -88,6 +88,14 @@ def _addresses(message: email.message.EmailMessage, *names: str) -> tuple[str, .
     return tuple(dict.fromkeys(result))
 
 
+def _enclosed(found: mail_parts.Enclosed) -> EnclosedMessage:
+    """An attached message's header fields, decoded as the report's own are."""
+    headers = _headers(found.header)
+    people = ("From", "To", "Cc", "Reply-To", "Sender")
+    header_text = " ".join(filter(None, (_value(headers, n) for n in (*people, "Subject"))))
+    return EnclosedMessage(_addresses(headers, *people), header_text, found.text)
+
+
 def _date(message: email.message.EmailMessage) -> datetime | None:
     value = _value(message, "Date")
     if not value:
@@ -149,4 +157,5 @@ def parse(raw: bytes, envelope_sender: str | None) -> ParsedMessage:
         loop=loop,
         reported_message_ids=parts.reported_message_ids,
         delivery_status=delivery_status.extract(raw) if content_type == "multipart/report" else (),
+        enclosed=tuple(_enclosed(found) for found in parts.enclosed),
     )

@@ -26,6 +26,16 @@ class DeliveryStatus:
 
 
 @dataclass(frozen=True)
+class EnclosedMessage:
+    """A message attached whole (message/rfc822, "forward as attachment"): part of what the
+    report says, so it names people as the report's own headers and text do (SPEC section 5)."""
+
+    addresses: tuple[str, ...]  # its From, To, Cc, Reply-To and Sender, normalised
+    header_text: str  # those fields decoded, display names included, and its Subject
+    text: str  # plain text; HTML rendered as text
+
+
+@dataclass(frozen=True)
 class ParsedMessage:
     """Parsed tolerantly: a defect never raises, it is listed in `defects`."""
 
@@ -45,3 +55,4 @@ class ParsedMessage:
     loop: LoopFacts
     reported_message_ids: tuple[str, ...]  # a DSN: the Message-IDs of the mail it reports
     delivery_status: tuple[DeliveryStatus, ...] = ()  # a DSN: each recipient's outcome
+    enclosed: tuple[EnclosedMessage, ...] = ()  # attached messages, nested ones included

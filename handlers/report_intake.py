@@ -42,10 +42,20 @@ def named_people(message: ParsedMessage, people: Iterable[Person]) -> tuple[Pers
 
     Whole addresses only, normalised as in SPEC section 6 (`fred@` does not name `ed@`),
     and names on word boundaries. The reporter's own From names someone only when it is
-    their address: a staff member's own report recuses them from it.
+    their address: a staff member's own report recuses them from it. A message attached
+    whole is part of the report: its addresses (From included), names and text count.
     """
-    haystack = f"{message.header_text}\n{message.subject}\n{message.text}"
+    enclosed = message.enclosed
+    haystack = "\n".join(
+        (
+            message.header_text,
+            message.subject,
+            message.text,
+            *(f"{found.header_text}\n{found.text}" for found in enclosed),
+        )
+    )
     addresses = naming.addresses_in(haystack) | set(message.to_cc)
+    addresses |= {address for found in enclosed for address in found.addresses}
     found = []
     for person in people:
         by_address = person.address in addresses or person.address == message.from_address

@@ -107,3 +107,82 @@ def test_the_reporter_s_own_name_names_no_one_unless_their_address_is_staff() ->
 def test_addresses_are_found_however_many_word_characters_surround_them() -> None:
     text = "a" * 200_000 + " bob@example.org " + "@" * 1000 + "b" * 200_000
     assert addresses_in(text) == {"bob@example.org"}
+
+
+def forwarded_as_attachment(enclosed: bytes) -> bytes:
+    """Rita's report with `enclosed` attached whole ("forward as attachment")."""
+    return (
+        b"From: Rita Reporter <rita@example.net>\r\nTo: conduct@example.org\r\n"
+        b"Subject: Please look at this\r\nMessage-ID: <att1@example.net>\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\n"
+        b"I received the attached message. It made me feel unsafe at events.\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\n"
+        b'Content-Disposition: attachment; filename="msg.eml"\r\n\r\n' + enclosed + b"\r\n"
+        b"--b--\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "enclosed",
+    [
+        pytest.param(
+            b"From: Alice Example <alice@example.org>\r\nTo: rita@example.net\r\n"
+            b"Subject: you\r\n\r\nYou will regret reporting anything.\r\n",
+            id="its-from",
+        ),
+        pytest.param(
+            b"From: someone@example.com\r\nTo: rita@example.net\r\n"
+            b"Cc: =?utf-8?q?A?= <Alice+lists@Example.org>\r\nSubject: you\r\n\r\nNothing.\r\n",
+            id="its-cc",
+        ),
+        pytest.param(
+            b"From: someone@example.com\r\nSender: alice@example.org\r\n"
+            b"To: rita@example.net\r\nSubject: you\r\n\r\nNothing.\r\n",
+            id="its-sender",
+        ),
+        pytest.param(
+            b"From: someone@example.com\r\nReply-To: alice@example.org\r\n"
+            b"To: rita@example.net\r\nSubject: you\r\n\r\nNothing.\r\n",
+            id="its-reply-to",
+        ),
+        pytest.param(
+            b"From: someone@example.com\r\nTo: rita@example.net\r\nSubject: you\r\n\r\n"
+            b"Alice Example told me to write this.\r\n",
+            id="its-text",
+        ),
+        pytest.param(
+            b"From: someone@example.com\r\nTo: rita@example.net\r\nSubject: you\r\n"
+            b"MIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n"
+            b'<p>Ask <a href="mailto:alice@example.org">her</a> about it.</p>\r\n',
+            id="its-html-text",
+        ),
+        pytest.param(
+            b"From: someone@example.com\r\nTo: rita@example.net\r\nSubject: fwd\r\n"
+            b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="c"\r\n\r\n'
+            b"--c\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n"
+            b"--c\r\nContent-Type: message/rfc822\r\n\r\n"
+            b"From: Alice Example <alice@example.org>\r\nSubject: x\r\n\r\nHi.\r\n"
+            b"--c--\r\n",
+            id="nested",
+        ),
+    ],
+)
+def test_a_staff_member_named_only_in_an_attached_message_does_not_get_the_report(
+    enclosed: bytes,
+) -> None:
+    """SPEC section 5: a forwarded-as-attachment message is part of the report, so the
+    addresses and text of the message it attaches name people as its own do."""
+    outcome = run_raw(forwarded_as_attachment(enclosed), "rita@example.net")
+    assert recused(outcome) == {"alice@example.org"}
+    assert copies(outcome) == {"bob@example.org", "ed@example.org"}
+
+
+def test_an_attached_message_naming_no_staff_changes_nothing() -> None:
+    enclosed = (
+        b"From: Mallory <mallory@example.com>\r\nTo: rita@example.net\r\n"
+        b"Subject: you\r\n\r\nYou will regret reporting anything.\r\n"
+    )
+    outcome = run_raw(forwarded_as_attachment(enclosed), "rita@example.net")
+    assert recused(outcome) == set()
+    assert copies(outcome) == {"alice@example.org", "bob@example.org", "ed@example.org"}
