@@ -253,7 +253,7 @@ class _Reader:
         )
 
     def _relay(self) -> RelaySettings:
-        hold_days = self.get("relay", "hold_days", v.positive_int)
+        hold_days = self.get("relay", "hold_days", v.days)
         return RelaySettings(
             upstream=self.get("relay", "upstream", v.host_port),
             upstream_protocol=self.get("relay", "upstream_protocol", v.choice("lmtp", "smtp")),

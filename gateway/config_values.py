@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from rules.durations import (
-    DURATION_EXPECTED,
+    MAX_DURATION_DAYS,
     SIZE_EXPECTED,
     BadValue,
     parse_duration,
@@ -57,7 +57,15 @@ _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 _DOMAIN = re.compile(
     r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
-_HOSTPORT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})")
+_HOSTPORT = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>[0-9]{1,5})"
+)
+# [0-9], not \d or str.isdigit(): both take digits of other scripts, and isdigit() also
+# superscripts, which int() then refuses with a ValueError (a traceback at start-up), as
+# it refuses more than 4300 digits.
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,12}")
+# Far more than any server handles; bigger ones overflow the listen() backlog.
+MAX_COUNT = 1_000_000
 ADDRESS_EXPECTED = "an email address such as conduct@example.org"
 BOOLEANS = {
     "yes": True,
@@ -74,8 +82,8 @@ BOOLEANS = {
 def duration(text: str) -> timedelta:
     try:
         return parse_duration(text)
-    except BadValue:
-        raise ValueProblem(DURATION_EXPECTED) from None
+    except BadValue as error:
+        raise ValueProblem(error.expected) from None
 
 
 def size(text: str) -> int:
@@ -179,20 +187,35 @@ class _Choice:
         return value
 
 
+def _whole_number(text: str, low: int, high: int, expected: str) -> int:
+    value = text.strip()
+    if not _WHOLE_NUMBER.fullmatch(value) or not low <= int(value) <= high:
+        raise ValueProblem(expected)
+    return int(value)
+
+
 def positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) <= 0:
-        raise ValueProblem("a whole number greater than 0")
-    return int(text)
+    return _whole_number(
+        text, 1, MAX_COUNT, f"a whole number greater than 0 and at most {MAX_COUNT}"
+    )
+
+
+def days(text: str) -> int:
+    """A whole number of days, bounded as durations are (now minus it is a date)."""
+    return _whole_number(
+        text,
+        1,
+        MAX_DURATION_DAYS,
+        f"a whole number greater than 0 and at most {MAX_DURATION_DAYS}",
+    )
 
 
 def port(text: str) -> int:
-    if not text.strip().isdigit() or not 0 < int(text) <= 65535:
-        raise ValueProblem("a TCP port from 1 to 65535")
-    return int(text)
+    return _whole_number(text, 1, 65535, "a TCP port from 1 to 65535")
 
 
 def time_of_day(text: str) -> time:
-    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
+    match = re.fullmatch(r"([0-9]{1,2}):([0-9]{2})", text.strip())
     if match is None or int(match.group(1)) > 23 or int(match.group(2)) > 59:
         raise ValueProblem("a time of day HH:MM such as 09:00")
     return time(int(match.group(1)), int(match.group(2)))

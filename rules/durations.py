@@ -7,13 +7,20 @@ from datetime import date, datetime, timedelta, tzinfo
 
 from rules.errors import GatewayError
 
-_DURATION = re.compile(r"(\d{1,9})([smhdw])")
-_SIZE = re.compile(r"(\d{1,12})([KM]?)")
-_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+# [0-9], not \d: \d also takes other scripts' digits, which the reader of a file or a
+# command cannot tell from what they look like.
+_DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
+_SIZE = re.compile(r"([0-9]{1,12})([KM]?)")
+_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SIZE_FACTOR = {"": 1, "K": 1024, "M": 1024 * 1024}
 
 DURATION_EXPECTED = "a duration such as 90s, 30m, 24h, 7d or 2w"
+# Ten years: longer than any retention, reminder or ban anyone has asked for, and far
+# below what timedelta and a datetime plus it can hold (200000000w overflowed).
+MAX_DURATION_DAYS = 3650
+MAX_DURATION = timedelta(days=MAX_DURATION_DAYS)
+DURATION_TOO_LONG = f"a duration of at most {MAX_DURATION_DAYS}d (about ten years)"
 SIZE_EXPECTED = "a size in bytes, or with K or M (1024-based) such as 512K or 25M"
 DATE_EXPECTED = "a date YYYY-MM-DD"
 
@@ -28,11 +35,14 @@ class BadValue(GatewayError):
 
 
 def parse_duration(text: str) -> timedelta:
-    """`24h` -> 24 hours. A bare number has no unit and is refused."""
+    """`24h` -> 24 hours. A bare number has no unit and is refused, as is one past 3650d."""
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise BadValue(text, DURATION_EXPECTED)
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_DURATION_DAYS * _UNIT_SECONDS["d"]:
+        raise BadValue(text, DURATION_TOO_LONG)
+    return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:

@@ -172,6 +172,9 @@ def test_bad_input_is_refused_naming_what_was_wrong(cfg: Path) -> None:
     both = ("bans", "add", "a@example.net", "--for", "1d", "--until", "2099-01-01")
     assert "exclude each other" in refused(cfg, *both, code=2)
     assert "expected a duration" in refused(cfg, "bans", "add", "a@x.net", "--for", "soon", code=2)
+    # Past timedelta's range: an OverflowError and a traceback, once.
+    too_long = refused(cfg, "bans", "add", "a@x.net", "--for", "200000000w", code=2)
+    assert "expected a duration of at most 3650d" in too_long
     assert as_json(cfg, "bans", "list", "--all") == []
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
@@ -207,6 +209,60 @@ def test_a_bad_value_names_file_section_key_value_and_expectation(
     assert message.startswith(f"{path}: [{section}] {key}: ")
     assert repr(value) in message
     assert expected in message
+
+
+# Each passes str.isdigit() or \\d and once reached int() or timedelta() unguarded: the
+# loader crashed with a traceback (exit 1) or took a digit the operator cannot see.
+OUT_OF_RANGE = [
+    pytest.param("relay", "hold_days", "\u00b2", "a whole number greater than 0", id="superscript"),
+    pytest.param("imap", "port", "\u00b9", "a TCP port from 1 to 65535", id="superscript-port"),
+    pytest.param("smtp", "max_connections", "\u0663", "a whole number", id="arabic-indic"),
+    pytest.param("smtp", "max_recipients", "\uff11\uff10", "a whole number", id="fullwidth"),
+    pytest.param("smtp", "listen", "127.0.0.1:\u0662\u0665", "HOST:PORT", id="arabic-port"),
+    pytest.param("smtp", "max_message_size", "\u0662\u0665M", "a size in bytes", id="arabic-size"),
+    pytest.param("smtp", "timeout", "\u0665m", "a duration such as", id="arabic-duration"),
+    pytest.param("reminders", "digest_at", "\u0660\u0669:00", "a time of day", id="arabic-time"),
+    pytest.param("smtp", "timeout", "200000000w", "a duration of at most 3650d", id="overflow"),
+    pytest.param("retention", "resolved", "3651d", "a duration of at most 3650d", id="over-max"),
+    pytest.param("storage", "leader_lease", "999999999s", "at most 3650d", id="seconds"),
+    pytest.param("relay", "hold_days", "3651", "at most 3650", id="hold-days"),
+    pytest.param("relay", "hold_days", "9" * 5000, "at most 3650", id="hold-days-huge"),
+    pytest.param("smtp", "max_connections", "9" * 20, "at most 1000000", id="connections"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value", "expected"), OUT_OF_RANGE)
+def test_a_number_the_loader_cannot_use_is_a_config_error(
+    tmp_path: Path, section: str, key: str, value: str, expected: str
+) -> None:
+    path = write(tmp_path, REQUIRED + f"[{section}]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as raised:
+        config.load(path)
+    assert str(raised.value).startswith(f"{path}: [{section}] {key}: {value!r}: expected ")
+    assert expected in str(raised.value)
+
+
+@pytest.mark.parametrize(("section", "key", "value", "expected"), OUT_OF_RANGE)
+def test_check_config_refuses_a_number_it_cannot_use_with_exit_2(
+    tmp_path: Path, section: str, key: str, value: str, expected: str
+) -> None:
+    path = write(tmp_path, REQUIRED + f"[{section}]\n{key} = {value}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"[{section}] {key}: " in result.stderr
+
+
+def test_the_largest_duration_and_hold_days_are_taken(tmp_path: Path) -> None:
+    settings = load_with(tmp_path, "[relay]\nhold_days = 3650\n[retention]\nresolved = 3650d\n")
+    assert settings.relay.hold_days == 3650
+    assert settings.retention.resolved == timedelta(days=3650)
 
 
 @pytest.mark.parametrize(

@@ -216,6 +216,9 @@ def test_until_in_the_past_or_today_is_refused() -> None:
         "#ban",
         "#ban x@example.com for=7x",
         "#ban x@example.com for=0d",
+        "#ban x@example.com for=200000000w",  # past timedelta's range: was an OverflowError
+        "#ban x@example.com for=3651d",
+        "#ban x@example.com for=\u0667d",  # an Arabic-Indic 7
         "#ban x@example.com until=2026-13-01",
         "#ban x@example.com colour=red",
         "#ban x@example.com spam",
