@@ -19,6 +19,7 @@ from handlers.effects import (
     Origin,
     SetRecused,
 )
+from handlers.snapshot import STAFF_ROLES
 from rules.bans import Ban
 from rules.errors import GatewayError
 from rules.retention import extended
@@ -154,13 +155,15 @@ def _hidden_from(session: Session, source: Case, effect: MergeCase) -> str | Non
     hands them its report and every later mail on it (SPEC section 5, "Who may command")."""
     if effect.by is None:
         return None
-    recused = session.execute(
-        select(Participant.recused).where(
+    person = session.execute(
+        select(Participant).where(
             Participant.case_number == source.number, Participant.address == effect.by
         )
     ).scalar()
-    if recused:
+    if person is not None and person.recused:
         return f"you are recused from case #{source.number}"
+    if person is not None and person.role not in STAFF_ROLES:
+        return f"you are the {person.role} of case #{source.number}"
     if effect.by_director:
         if source.escalated_at is None and not source.urgent:
             return f"case #{source.number} is not escalated to the executive director"
@@ -189,8 +192,11 @@ def merge_case(session: Session, effect: MergeCase, into: int, now: datetime) ->
     ).scalars():
         kept = known.get(person.address)
         if kept is not None:
-            # Recused from either case means recused from the merged one.
+            # Recused from either case means recused from the merged one; a party to either
+            # (staff configured later can be) stays a party, never its staff member.
             kept.recused = kept.recused or person.recused
+            if kept.role in STAFF_ROLES and person.role not in STAFF_ROLES:
+                kept.role, kept.written, kept.name = person.role, person.written, person.name
             session.delete(person)
         else:
             person.case_number = into

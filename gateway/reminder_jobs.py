@@ -260,7 +260,7 @@ class Jobs:
                 c.status,
                 c.subject or "",
                 c.created_at,
-                frozenset(p.address for p in views[c.number].participants if p.recused)
+                frozenset(p.address for p in views[c.number].participants if p.kept_out)
                 if c.number in views
                 else frozenset(),
                 director_only=c.director_only,

@@ -44,6 +44,13 @@ class ParticipantView:
     role: str
     recused: bool
 
+    @property
+    def kept_out(self) -> bool:
+        """Out of the case as staff: recused, or a party to it (reporter, target, witness,
+        accused). Only staff configured after the case opened can be both: the reporter's
+        identity never reaches the accused (SPEC section 5), so they are kept out alike."""
+        return self.recused or self.role not in STAFF_ROLES
+
 
 @dataclass(frozen=True)
 class CaseView:
@@ -68,8 +75,10 @@ class CaseView:
         return tuple(p for p in self.participants if p.role in roles)
 
     def recused(self, address: str) -> bool:
+        """Whether a staff member (or the director) is out of this case: no copies, notes,
+        reminders or digest entries, and no commands; see ParticipantView.kept_out."""
         found = self.participant(address)
-        return found is not None and found.recused
+        return found is not None and found.kept_out
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from handlers.effects import (
     UpdateCase,
 )
 from handlers.message import ParsedMessage
-from handlers.snapshot import CaseView, Policy, Snapshot
+from handlers.snapshot import STAFF_ROLES, CaseView, Policy, Snapshot
 from rules import command_types as ct
 from rules.commands import CommandError, ParsedCommands
 from rules.naming import addresses_in
@@ -49,6 +49,9 @@ def unauthorised_reason(
         return "not-staff"
     elif case.director_only:
         return "director-only"  # staff configured after it opened are not recused, yet out
+    party = case.participant(sender)
+    if party is not None and party.role not in STAFF_ROLES:
+        return "party-to-case"  # its accused, say, who joined the staff since: kept out
     if case.recused(sender):
         return "recused"
     if policy.require_dkim and not snapshot.dkim_passed:

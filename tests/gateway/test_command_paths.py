@@ -1,16 +1,23 @@
 """Staff commands by email, the paths test_commands.py leaves out: switches turned off, the
 director on an urgent case, unbans and held posts by email, closing, recused directors,
-forged Reply-To, the reporter's address however it is written."""
+forged Reply-To, the reporter's address however it is written, a party to a case who later
+joins the staff."""
 
 from __future__ import annotations
+
+import email
+import email.policy
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
+from gateway.reminder_jobs import Jobs
 from storage import held
 from storage.models import AuditEvent, BanRow, HeldPost
 from tests.gateway.gateway_setup import Gateway
 from tests.gateway.test_commands import (
+    NEW_STAFF,
     REPORT,
     body_of,
     case,
@@ -18,7 +25,10 @@ from tests.gateway.test_commands import (
     gw,  # noqa: F401 (the fixture)
     last_result,
     mails,
+    participants,
+    reconfigure,
     run,
+    second_case,
     signed,
     store,
 )
@@ -191,3 +201,65 @@ def test_an_anonymous_case_refuses_the_reporter_s_address_however_it_is_written(
     assert "anonymous" in last_result(gw)
     assert mails(gw, "reply") == []
     assert case(gw, 2).accused_notified_at is None
+
+
+@pytest.mark.parametrize(
+    "party", ["#accused carol@example.org", "#participant carol@example.org witness"]
+)
+def test_a_party_to_a_case_who_joins_the_staff_is_kept_out_of_it(
+    gw: Gateway,  # noqa: F811
+    party: str,
+) -> None:
+    """SPEC section 5: the reporter's identity is never given to the accused, and notes go
+    to the other staff, never anyone else. Carol, the case's accused (or witness), joins
+    the staff: on this case she is kept out as a recused member is."""
+    command(gw, f"{party}\r\n")
+    reconfigure(gw, NEW_STAFF)
+    mark = len(mails(gw))
+    to = signed(gw, 1, "rita@example.net")
+    more = REPORT.replace(b"c-rep1", b"c-rep1c").replace(
+        b"To: conduct@example.org", b"To: " + to.encode()
+    )
+    store(gw, more, "rita@example.net", (to,))
+    run(gw)
+    command(gw, "#status investigating\r\nCarol's manager should hear of this.\r\n")
+    # Her own token, as the accused's reply address, commands nothing.
+    command(gw, "#anonymous off\r\n#status resolved\r\n", sender="carol@example.org")
+    assert (case(gw).status, case(gw).anonymous) == ("investigating", True)
+    with gw.database.transaction() as session:
+        [refusal] = session.execute(
+            select(AuditEvent.detail).where(AuditEvent.action == "command-refused")
+        ).scalars()
+    assert '"party-to-case"' in (refusal or "")
+    Jobs(lambda: gw.settings, gw.database, gw.secrets).tick(gw.now() + timedelta(days=8))
+    assert [m.kind for m in mails(gw)[mark:] if m.recipient == "carol@example.org"] == []
+    Jobs(lambda: gw.settings, gw.database, gw.secrets).digest(gw.now())
+    [digest] = [m for m in mails(gw)[mark:] if m.recipient == "carol@example.org"]
+    text = email.message_from_bytes(digest.raw or b"", policy=email.policy.default)
+    body = text.get_body(("plain",))
+    assert body is not None
+    assert "#1 " not in body.get_content()
+    assert "Harassment" not in body.get_content()
+
+
+def test_a_party_to_a_case_who_joins_the_staff_cannot_merge_it_nor_be_merged_in(
+    gw: Gateway,  # noqa: F811
+) -> None:
+    command(gw, "#accused carol@example.org\r\n")
+    reconfigure(gw, NEW_STAFF)
+    second_case(gw)  # Carol is its staff member from the start
+    command(gw, "#merge 1\r\n", sender="carol@example.org", case=2)
+    assert case(gw, 1).merged_into is None
+    assert "Nothing was changed" in last_result(gw)
+    # Merged by someone else, the case keeps her its accused, not its staff member.
+    command(gw, "#merge 1\r\n", case=2)
+    assert case(gw, 1).merged_into == 2
+    assert participants(gw, 2)["carol@example.org"].role == "accused"
+    mark = len(mails(gw))
+    to = signed(gw, 1, "rita@example.net")
+    more = REPORT.replace(b"c-rep1", b"c-rep1d").replace(
+        b"To: conduct@example.org", b"To: " + to.encode()
+    )
+    store(gw, more, "rita@example.net", (to,))
+    run(gw)
+    assert sorted(m.recipient for m in mails(gw)[mark:]) == ["alice@example.org", "bob@example.org"]
