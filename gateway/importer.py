@@ -116,7 +116,7 @@ def import_one(
         entry = inbox.get(session, stored.id)
         assert entry is not None
         done = process(session, settings, secrets, entry, now, imported=True)
-        inbox.mark_done(session, stored.id, now)
+        inbox.mark_done(session, entry, now)
     if done.outcome.route == "report":
         summary.cases_opened += 1
     elif done.outcome.route == "case":

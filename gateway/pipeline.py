@@ -99,16 +99,21 @@ class Pipeline:
             self.on_mail()
 
     def _apply(self, settings: Settings, entry: InboxMessage) -> int:
+        """Process `entry` and mark it done in one transaction; returns the mails owed."""
         now = self.clock()
         try:
             with self.database.transaction() as session:
+                if not inbox.take(session, entry):
+                    return self._skip(entry)
                 done = process(session, settings, self.secrets, entry, now)
-                inbox.mark_done(session, entry.id, now)
+                inbox.mark_done(session, entry, now)
         except Refusal as refused:
             # The commands' transaction rolled back; answer the sender in a new one.
             with self.database.transaction() as session:
+                if not inbox.take(session, entry):
+                    return self._skip(entry)
                 done = answer_refusal(session, settings, self.secrets, entry, refused, now)
-                inbox.mark_done(session, entry.id, now)
+                inbox.mark_done(session, entry, now)
         logs.event(
             log,
             logging.INFO,
@@ -123,23 +128,62 @@ class Pipeline:
         )
         return len(done.applied.mails)
 
+    def _skip(self, entry: InboxMessage) -> int:
+        # Our claim ran out and another instance claimed the message again, or it is done
+        # already: that is the normal end of a stalled worker's copy, not an error.
+        logs.event(
+            log,
+            logging.DEBUG,
+            "stale-claim-skipped",
+            inbox_id=entry.id,
+            message_id=entry.message_id,
+        )
+        return 0
+
     def _quarantine(self, entry: InboxMessage, error: Exception) -> None:
         """Keep the message, record why, retry with back-off; the others go on."""
         now = self.clock()
         retry_at = next_attempt(entry.attempts, FIRST_RETRY, now)
+        fields = {"inbox_id": entry.id, "message_id": entry.message_id}
+        reason = f"{type(error).__name__}: {error}"
+        try:
+            with self.database.transaction() as session:
+                recorded = inbox.mark_failed(session, entry, now, reason, retry_at)
+        except Exception:
+            # Left claimed: retried once the claim runs out, so never lost; and the rest
+            # of the batch is still processed.
+            logs.event(
+                log,
+                logging.ERROR,
+                "quarantine-failed",
+                error=type(error).__name__,
+                exc_info=True,
+                **fields,
+            )
+            return
+        if not recorded:
+            # Done after all (a COMMIT whose answer was lost) or claimed again by another
+            # instance: the row says what happened, and reopening it would process it twice.
+            logs.event(
+                log,
+                logging.WARNING,
+                "error-after-claim-ended",
+                error=type(error).__name__,
+                exc_info=error,
+                **fields,
+            )
+            self.on_mail()  # if the commit did land, its mail is waiting
+            return
         self.quarantined += 1
         logs.event(
             log,
             logging.ERROR,
             "quarantined",
-            inbox_id=entry.id,
-            message_id=entry.message_id,
             error=type(error).__name__,
             retry_at=retry_at.isoformat(timespec="seconds"),
             exc_info=error,
+            **fields,
         )
-        with self.database.transaction() as session:
-            inbox.mark_failed(session, entry.id, now, f"{type(error).__name__}: {error}", retry_at)
 
 
 def _existing(case: int | str | None) -> int | None:

@@ -38,14 +38,17 @@ Upstream = Callable[[OutgoingMail], Awaitable[DeliveryResult]]
 UpstreamFailed = Callable[[Session, OutgoingMail, str, datetime], None]
 
 # A pass claims only as many rows as it delivers at once, each bounded by
-# DELIVERY_DEADLINE, so no lease runs out while its row waits or is in flight; a row
-# whose sender died is taken by another worker once its lease has run out.
+# DELIVERY_DEADLINE, so no lease runs out while its row waits or is in flight; a pass
+# that stalled after its claim renews it before sending, or leaves the row to whoever
+# claimed it since. A row whose sender died is taken by another worker once its lease
+# has run out.
 CLAIM_LEASE = timedelta(minutes=15)
 DELIVERY_DEADLINE = 600.0  # seconds, whole attempt
 PARALLEL = 4
 WAKE_EVERY = 1.0  # seconds: owed mail reaches the smarthost within 5 s (SPEC section 2)
 SMTP_TIMEOUT = 120.0  # seconds per command; RFC 5321 section 4.5.3.2 allows minutes
 STOP_GRACE = 30.0  # seconds for in-flight deliveries to finish on stop
+STALE = "claim-ended"  # what a pass records when another instance had taken the row
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,14 @@ class OutboxSender:
                 await asyncio.wait_for(self._wake.wait(), WAKE_EVERY)
 
     async def _deliver(self, item: _Due, settings: Settings) -> None:
+        if not _lease_covers_an_attempt(item.mail, self._clock()):
+            # This pass stalled between its claim and now (a paused VM, a starved thread
+            # pool): another instance may have claimed the row since, and sent it.
+            renewed = await asyncio.to_thread(self._renew, item.mail)
+            if renewed is None:
+                logs.event(log, logging.DEBUG, "stale-claim-skipped", **_fields(item.mail))
+                return
+            item = _Due(renewed, item.created_at)
         result = await self._attempt(item.mail, settings)
         try:
             event, retry_at = await asyncio.to_thread(
@@ -183,6 +194,10 @@ class OutboxSender:
             created = _created_at(session, [mail.id for mail in mails])
         return [_Due(mail, created[mail.id]) for mail in mails]
 
+    def _renew(self, mail: OutgoingMail) -> OutgoingMail | None:
+        with self._database.transaction() as session:
+            return outbox.renew(session, mail, self._clock(), self._lease)
+
     def _record(
         self, item: _Due, result: DeliveryResult, retry_after: timedelta, now: datetime
     ) -> tuple[str, datetime | None]:
@@ -190,24 +205,27 @@ class OutboxSender:
         error = f"{result.code} {result.detail}" if result.code else result.detail
         with self._database.transaction() as session:
             if result.outcome == "sent":
-                outbox.mark_sent(session, mail.id, now)
-                return "delivered", None
+                return ("delivered" if outbox.mark_sent(session, mail, now) else STALE), None
             if result.outcome == "permanent":
-                self._fail(session, mail, error, now)
-                return "failed", None
+                return self._fail(session, mail, error, now, "failed"), None
             if expired(item.created_at, now, self._give_up_after):
-                self._fail(session, mail, f"gave up after {self._give_up_after}: {error}", now)
-                return "gave-up", None
+                gave_up = f"gave up after {self._give_up_after}: {error}"
+                return self._fail(session, mail, gave_up, now, "gave-up"), None
             retry_at = next_attempt(mail.attempts, retry_after, now)
-            outbox.mark_retry(session, mail.id, error, retry_at)
+            if not outbox.mark_retry(session, mail, error, retry_at):
+                return STALE, None
             return "deferred", retry_at
 
-    def _fail(self, session: Session, mail: OutgoingMail, error: str, now: datetime) -> None:
-        outbox.mark_failed(session, mail.id, error)
+    def _fail(
+        self, session: Session, mail: OutgoingMail, error: str, now: datetime, event: str
+    ) -> str:
+        if not outbox.mark_failed(session, mail, error):
+            return STALE
         if mail.route == "upstream" and self._upstream_failed is not None:
             # SPEC section 6: a list post the list server refuses for good is told to the
             # list's moderators, in this same transaction, never bounced to its sender.
             self._upstream_failed(session, mail, error, now)
+        return event
 
     def _retry_all_now(self, now: datetime) -> None:
         with self._database.transaction() as session:
@@ -220,6 +238,13 @@ class OutboxSender:
     def _log(
         self, event: str, mail: OutgoingMail, result: DeliveryResult, retry_at: datetime | None
     ) -> None:
+        if event == STALE:
+            # The claim ran out during the attempt and another instance took the row: its
+            # record stands. Had both delivered, the recipient has it twice, with the same
+            # Message-ID (SPEC section 2).
+            level = logging.WARNING if result.outcome == "sent" else logging.DEBUG
+            logs.event(log, level, STALE, outcome=result.outcome, **_fields(mail))
+            return
         if event == "delivered":
             self.delivered_total += 1
             level = logging.INFO
@@ -245,6 +270,14 @@ class OutboxSender:
             recipient=mail.recipient,
             detail=result.detail,
         )
+
+
+def _lease_covers_an_attempt(mail: OutgoingMail, now: datetime) -> bool:
+    """Whether `mail`'s claim outlasts a whole attempt begun now, so that no other instance
+    (its clock in step with ours) can claim the row before the attempt is recorded."""
+    if mail.claimed_until is None:
+        return False
+    return mail.claimed_until - now >= timedelta(seconds=DELIVERY_DEADLINE)
 
 
 def _fields(mail: OutgoingMail, **more: Any) -> dict[str, Any]:

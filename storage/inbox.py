@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import ColumnElement, Table, and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -39,6 +39,9 @@ class InboxMessage:
     message_id: str | None
     received_at: datetime
     attempts: int
+    # The lease this copy was claimed under (None: a row read unclaimed, as the importer
+    # does). The row is this copy's to act on only while it still carries this lease.
+    claimed_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ def _merge_duplicates(session: Session, again: dict[str, list[tuple[str, ...]]])
     return found
 
 
-def _to_message(row: InboxEntry) -> InboxMessage:
+def _to_message(row: InboxEntry, claimed_until: datetime | None) -> InboxMessage:
     return InboxMessage(
         row.id,
         row.source,
@@ -161,6 +164,7 @@ def _to_message(row: InboxEntry) -> InboxMessage:
         row.message_id,
         row.received_at,
         row.attempts,
+        claimed_until,
     )
 
 
@@ -173,31 +177,62 @@ def claim_due(
     query = select(InboxEntry).where(
         InboxEntry.state.in_((PENDING, FAILED)), InboxEntry.next_attempt_at <= now
     )
-    return [_to_message(row) for row in claim(session, InboxEntry, query, now, lease, limit)]
+    rows = claim(session, InboxEntry, query, now, lease, limit)
+    return [_to_message(row, now + lease) for row in rows]
 
 
-def mark_done(session: Session, entry_id: int, now: datetime) -> None:
-    session.execute(
-        update(InboxEntry)
-        .where(InboxEntry.id == entry_id)
-        .values(state=DONE, processed_at=now, claimed_until=None, last_error=None)
+def _still_ours(entry: InboxMessage) -> ColumnElement[bool]:
+    """`entry`'s row while it is not done and still carries the lease `entry` was claimed
+    under. A claim is only a time: once it runs out (a stalled worker) another instance
+    claims the row again with a later one, and a COMMIT whose answer was lost leaves the
+    row done; either way this copy is stale and acting on it would process the message
+    twice (SPEC section 2)."""
+    return and_(
+        InboxEntry.id == entry.id,
+        InboxEntry.state != DONE,
+        InboxEntry.claimed_until == entry.claimed_until,  # IS NULL when unclaimed
     )
 
 
-def mark_failed(
-    session: Session, entry_id: int, now: datetime, error: str, retry_at: datetime
-) -> None:
-    session.execute(
+def take(session: Session, entry: InboxMessage) -> bool:
+    """Lock `entry`'s row for this transaction; True while it is still this copy's to
+    process. On PostgreSQL FOR UPDATE makes another instance's claim wait for (or, with
+    SKIP LOCKED, pass over) this transaction; SQLite's BEGIN IMMEDIATE already holds the
+    only write lock."""
+    query = select(InboxEntry.id).where(_still_ours(entry)).with_for_update()
+    return session.execute(query).first() is not None
+
+
+def mark_done(session: Session, entry: InboxMessage, now: datetime) -> bool:
+    """Done, unless the row is done already or claimed again since; returns whether it was."""
+    changed = session.execute(
         update(InboxEntry)
-        .where(InboxEntry.id == entry_id)
+        .where(_still_ours(entry))
+        .values(state=DONE, processed_at=now, claimed_until=None, last_error=None)
+        .returning(InboxEntry.id)
+    )
+    return changed.first() is not None
+
+
+def mark_failed(
+    session: Session, entry: InboxMessage, now: datetime, error: str, retry_at: datetime
+) -> bool:
+    """Quarantined for a retry at `retry_at`, unless the row is done (a commit whose answer
+    was lost) or claimed again since; returns whether it was."""
+    changed = session.execute(
+        update(InboxEntry)
+        .where(_still_ours(entry))
         .values(
             state=FAILED,
             attempts=InboxEntry.attempts + 1,
             next_attempt_at=retry_at,
             claimed_until=None,
-            last_error=error[:2000],
+            # An error can quote a header, NUL and all; PostgreSQL refuses NUL in text.
+            last_error=error.replace("\x00", "")[:2000],
         )
+        .returning(InboxEntry.id)
     )
+    return changed.first() is not None
 
 
 def count_by_state(session: Session) -> dict[str, int]:
@@ -207,4 +242,4 @@ def count_by_state(session: Session) -> dict[str, int]:
 
 def get(session: Session, entry_id: int) -> InboxMessage | None:
     row = session.get(InboxEntry, entry_id)
-    return None if row is None else _to_message(row)
+    return None if row is None else _to_message(row, row.claimed_until)

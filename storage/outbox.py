@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from handlers.snapshot import BouncedMail
@@ -31,6 +32,9 @@ class OutgoingMail:
     message_id: str
     raw: bytes
     attempts: int
+    # The lease this copy was claimed under: its delivery is recorded only while the row
+    # still carries it.
+    claimed_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -91,49 +95,86 @@ def claim_due(
             r.message_id,
             r.raw or b"",
             r.attempts,
+            now + lease,
         )
         for r in claim(session, OutboxEntry, query, now, lease, limit)
     ]
 
 
-def mark_sent(session: Session, mail_id: int, now: datetime) -> None:
-    session.execute(
-        update(OutboxEntry)
-        .where(OutboxEntry.id == mail_id)
-        .values(
-            state=SENT,
-            sent_at=now,
-            attempts=OutboxEntry.attempts + 1,
-            claimed_until=None,
-            last_error=None,
-        )
+def _still_ours(mail: OutgoingMail) -> ColumnElement[bool]:
+    """`mail`'s row while it is pending under the lease `mail` was claimed with. A claim
+    is only a time: once it runs out (a stalled sender) another instance claims the row
+    again with a later one and may send it; a stale copy must then neither send it again
+    nor overwrite what that instance recorded (a sent mail marked failed, say)."""
+    return and_(
+        OutboxEntry.id == mail.id,
+        OutboxEntry.state == PENDING,
+        OutboxEntry.claimed_until == mail.claimed_until,
     )
 
 
-def mark_retry(session: Session, mail_id: int, error: str, retry_at: datetime) -> None:
-    session.execute(
+def renew(
+    session: Session, mail: OutgoingMail, now: datetime, lease: timedelta
+) -> OutgoingMail | None:
+    """`mail` with its claim extended to now + lease while it is still pending under its
+    own claim; None once it is not (sent, failed or claimed again meanwhile)."""
+    until = now + lease
+    changed = session.execute(
         update(OutboxEntry)
-        .where(OutboxEntry.id == mail_id)
-        .values(
-            attempts=OutboxEntry.attempts + 1,
-            next_attempt_at=retry_at,
-            claimed_until=None,
-            last_error=error[:2000],
-        )
+        .where(_still_ours(mail))
+        .values(claimed_until=until)
+        .returning(OutboxEntry.id)
+    )
+    return None if changed.first() is None else dataclasses.replace(mail, claimed_until=until)
+
+
+def mark_sent(session: Session, mail: OutgoingMail, now: datetime) -> bool:
+    """Sent, unless `mail`'s claim has ended; returns whether it was recorded."""
+    return _record(
+        session,
+        mail,
+        state=SENT,
+        sent_at=now,
+        attempts=OutboxEntry.attempts + 1,
+        claimed_until=None,
+        last_error=None,
     )
 
 
-def mark_failed(session: Session, mail_id: int, error: str) -> None:
-    session.execute(
-        update(OutboxEntry)
-        .where(OutboxEntry.id == mail_id)
-        .values(
-            state=FAILED,
-            attempts=OutboxEntry.attempts + 1,
-            claimed_until=None,
-            last_error=error[:2000],
-        )
+def mark_retry(session: Session, mail: OutgoingMail, error: str, retry_at: datetime) -> bool:
+    """Due again at `retry_at`, unless `mail`'s claim has ended; returns whether it was."""
+    return _record(
+        session,
+        mail,
+        attempts=OutboxEntry.attempts + 1,
+        next_attempt_at=retry_at,
+        claimed_until=None,
+        last_error=_error_text(error),
     )
+
+
+def mark_failed(session: Session, mail: OutgoingMail, error: str) -> bool:
+    """Failed for good, unless `mail`'s claim has ended; returns whether it was."""
+    return _record(
+        session,
+        mail,
+        state=FAILED,
+        attempts=OutboxEntry.attempts + 1,
+        claimed_until=None,
+        last_error=_error_text(error),
+    )
+
+
+def _record(session: Session, mail: OutgoingMail, **values: object) -> bool:
+    changed = session.execute(
+        update(OutboxEntry).where(_still_ours(mail)).values(**values).returning(OutboxEntry.id)
+    )
+    return changed.first() is not None
+
+
+def _error_text(error: str) -> str:
+    # A reply can carry a NUL; PostgreSQL refuses NUL in text.
+    return error.replace("\x00", "")[:2000]
 
 
 def _same_address(address: str) -> Callable[[str], bool]:

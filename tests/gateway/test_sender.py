@@ -432,11 +432,11 @@ def test_a_crash_before_mark_sent_resends_once_with_the_same_message_id(
     real_mark_sent = outbox.mark_sent
     crashes: list[int] = []
 
-    def crash_once(session: Any, mail_id: int, now: datetime) -> None:
+    def crash_once(session: Any, mail: OutgoingMail, now: datetime) -> bool:
         if not crashes:
-            crashes.append(mail_id)
+            crashes.append(mail.id)
             raise RuntimeError("process died after the smarthost's 250")
-        real_mark_sent(session, mail_id, now)
+        return real_mark_sent(session, mail, now)
 
     monkeypatch.setattr(outbox, "mark_sent", crash_once)
     clock = Clock(NOW)
@@ -456,6 +456,104 @@ def test_a_crash_before_mark_sent_resends_once_with_the_same_message_id(
         raw_message("twice@example.org")
     ] * 2
     assert row(db, mail_id).state == "sent"
+
+
+def stall_after_claim(
+    monkeypatch: pytest.MonkeyPatch,
+    sender: OutboxSender,
+    clock: Clock,
+    until: datetime,
+    meanwhile: Any,
+) -> None:
+    """`sender`'s pass stalls right after its claim until `until`; `meanwhile` runs then."""
+    real_claim = sender._claim
+
+    def claim_then_stall(now: datetime) -> Any:
+        due = real_claim(now)
+        meanwhile()
+        clock.now = until
+        return due
+
+    monkeypatch.setattr(sender, "_claim", claim_then_stall)
+
+
+def test_a_pass_stalled_past_its_claim_does_not_resend_what_another_instance_sent(
+    db: Database, base_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    later = NOW + CLAIM_LEASE + timedelta(minutes=1)
+    with Sink(Recorder()) as sink:
+        settings = outbound(base_settings, smarthost=sink.address)
+        clock = Clock(NOW)
+        stalled, other = make_sender(db, settings, clock), make_sender(db, settings, Clock(later))
+        mail_id = enqueue(db, new_mail("stalled@example.org"))
+        stall_after_claim(
+            monkeypatch, stalled, clock, later, lambda: asyncio.run(other.deliver_once())
+        )
+        assert once(stalled) == 1
+    assert [content for _, _, content in sink.recorder.accepted] == [
+        raw_message("stalled@example.org")
+    ]
+    stored = row(db, mail_id)
+    assert (stored.state, stored.attempts, stored.sent_at) == ("sent", 1, later)
+    assert stalled.delivered_total == 0
+
+
+def test_a_pass_stalled_near_its_claim_s_end_renews_it_and_sends_once(
+    db: Database, base_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Too little claim left for a whole attempt, but no one took the row: it is renewed,
+    so no other instance can claim it while this one delivers."""
+    resumed = NOW + CLAIM_LEASE - timedelta(minutes=5)
+    with Sink(Recorder()) as sink:
+        settings = outbound(base_settings, smarthost=sink.address)
+        clock = Clock(NOW)
+        stalled = make_sender(db, settings, clock)
+        other = make_sender(db, settings, Clock(NOW + CLAIM_LEASE))
+        mail_id = enqueue(db, new_mail("renewed@example.org"))
+        stall_after_claim(monkeypatch, stalled, clock, resumed, lambda: None)
+        real_attempt = stalled._attempt
+
+        async def attempt_while_another_looks(mail: OutgoingMail, settings: Settings) -> Any:
+            assert await other.deliver_once() == 0  # the renewed claim still stands
+            return await real_attempt(mail, settings)
+
+        monkeypatch.setattr(stalled, "_attempt", attempt_while_another_looks)
+        assert once(stalled) == 1
+    assert len(sink.recorder.accepted) == 1
+    stored = row(db, mail_id)
+    assert (stored.state, stored.sent_at) == ("sent", resumed)
+
+
+def test_a_refusal_on_a_stale_copy_leaves_a_sent_post_sent_and_tells_no_moderator(
+    db: Database, base_settings: Settings
+) -> None:
+    """The claim runs out while a list post is in flight; another instance delivers it.
+    The stale attempt's permanent refusal must not mark it failed nor report it."""
+    later = NOW + CLAIM_LEASE + timedelta(minutes=1)
+    told: list[int] = []
+
+    async def delivered(mail: OutgoingMail) -> DeliveryResult:
+        return DeliveryResult("sent", 250, "ok")
+
+    other = OutboxSender(lambda: base_settings, db, Clock(later), delivered)
+
+    async def refused_after_the_other_sent(mail: OutgoingMail) -> DeliveryResult:
+        assert await other.deliver_once() == 1
+        return DeliveryResult("permanent", 550, "no such list")
+
+    stale = OutboxSender(
+        lambda: base_settings,
+        db,
+        Clock(NOW),
+        refused_after_the_other_sent,
+        upstream_failed=lambda session, mail, error, now: told.append(mail.id),
+    )
+    mail_id = enqueue(db, new_mail("post@example.org", route="upstream"))
+    assert once(stale) == 1
+    stored = row(db, mail_id)
+    assert (stored.state, stored.attempts, stored.last_error) == ("sent", 1, None)
+    assert told == []
+    assert stale.failed_total == 0
 
 
 def test_upstream_rows_go_to_the_injected_relay_and_not_the_smarthost(
@@ -560,8 +658,8 @@ def test_start_retries_pending_mail_at_once_whatever_its_back_off(
 ) -> None:
     mail_id = enqueue(db, new_mail("backlog@example.org"), real_clock())
     with db.transaction() as session:
-        outbox.claim_due(session, real_clock(), timedelta(0))
-        outbox.mark_retry(session, mail_id, "451 earlier", real_clock() + timedelta(hours=1))
+        [claimed] = outbox.claim_due(session, real_clock(), timedelta(0))
+        outbox.mark_retry(session, claimed, "451 earlier", real_clock() + timedelta(hours=1))
     settings = outbound(base_settings, smarthost=running_sink.address)
     with Running(OutboxSender(lambda: settings, db, real_clock)):
         assert wait_for(lambda: len(running_sink.recorder.accepted) == 1)

@@ -121,18 +121,86 @@ def test_a_failed_entry_is_kept_and_retried_after_its_back_off(db: Database) -> 
             session, raw=REPORT, envelope_sender=None, recipients=[], source="smtp", now=NOW
         )
         claimed = inbox.claim_due(session, NOW, LEASE)
-        inbox.mark_failed(
-            session, claimed[0].id, NOW, "ValueError: boom", NOW + timedelta(minutes=2)
-        )
+        inbox.mark_failed(session, claimed[0], NOW, "ValueError: boom", NOW + timedelta(minutes=2))
     with db.transaction() as session:
         assert inbox.claim_due(session, NOW + timedelta(minutes=1), LEASE) == []
         again = inbox.claim_due(session, NOW + timedelta(minutes=2), LEASE)
         assert [m.id for m in again] == [stored.id]
         assert again[0].attempts == 1
-        inbox.mark_done(session, stored.id, NOW + timedelta(minutes=2))
+        inbox.mark_done(session, again[0], NOW + timedelta(minutes=2))
     with db.transaction() as session:
         assert inbox.count_by_state(session) == {"done": 1}
         assert inbox.claim_due(session, NOW + timedelta(days=1), LEASE) == []
+
+
+def _claimed(db: Database, at: datetime) -> inbox.InboxMessage:
+    with db.transaction() as session:
+        [entry] = inbox.claim_due(session, at, LEASE)
+    return entry
+
+
+def _state(db: Database, entry_id: int) -> tuple[str, int, str | None]:
+    with db.transaction() as session:
+        row = session.get(InboxEntry, entry_id)
+        assert row is not None
+        return row.state, row.attempts, row.last_error
+
+
+def test_a_copy_claimed_before_the_claim_ran_out_and_was_retaken_changes_nothing(
+    db: Database,
+) -> None:
+    with db.transaction() as session:
+        stored = inbox.store(
+            session, raw=REPORT, envelope_sender=None, recipients=[], source="smtp", now=NOW
+        )
+    stale = _claimed(db, NOW)
+    fresh = _claimed(db, NOW + LEASE)  # the first claim ran out: another worker's now
+    later = NOW + LEASE + timedelta(minutes=1)
+    with db.transaction() as session:
+        assert not inbox.take(session, stale)
+        assert not inbox.mark_failed(session, stale, later, "OSError: late", later)
+        assert not inbox.mark_done(session, stale, later)
+    assert _state(db, stored.id) == ("pending", 0, None)
+    with db.transaction() as session:
+        assert inbox.take(session, fresh)
+        assert inbox.mark_done(session, fresh, later)
+    assert _state(db, stored.id) == ("done", 0, None)
+
+
+def test_a_done_row_is_never_reopened_nor_marked_again(db: Database) -> None:
+    """Even by the copy that made it done: its COMMIT's answer may have been lost."""
+    with db.transaction() as session:
+        stored = inbox.store(
+            session, raw=REPORT, envelope_sender=None, recipients=[], source="smtp", now=NOW
+        )
+    entry = _claimed(db, NOW)
+    with db.transaction() as session:
+        assert inbox.mark_done(session, entry, NOW)
+    with db.transaction() as session:
+        assert not inbox.take(session, entry)
+        assert not inbox.mark_failed(session, entry, NOW, "OSError: lost", NOW)
+        assert not inbox.mark_done(session, entry, NOW + timedelta(hours=1))
+        row = session.get(InboxEntry, stored.id)
+        assert row is not None
+        assert row.processed_at == NOW
+    assert _state(db, stored.id) == ("done", 0, None)
+    with db.transaction() as session:
+        assert inbox.claim_due(session, NOW + timedelta(days=1), LEASE) == []
+
+
+def test_a_failure_recorded_with_a_nul_in_its_text_is_kept(db: Database) -> None:
+    with db.transaction() as session:
+        stored = inbox.store(
+            session, raw=REPORT, envelope_sender=None, recipients=[], source="smtp", now=NOW
+        )
+    entry = _claimed(db, NOW)
+    with db.transaction() as session:
+        assert inbox.mark_failed(session, entry, NOW, "ValueError: bad\x00header", NOW)
+    state, attempts, error = _state(db, stored.id)
+    assert (state, attempts) == ("failed", 1)
+    assert error is not None
+    assert error.startswith("ValueError: bad")
+    assert "\x00" not in error
 
 
 def _report(n: int, body: bytes = b"Something happened.\r\n") -> bytes:
@@ -184,7 +252,9 @@ def test_a_batch_merges_recipients_into_a_pending_copy_only(db: Database) -> Non
             source="smtp",
             now=NOW,
         )
-        inbox.mark_done(session, done.id, NOW)
+        entry = inbox.get(session, done.id)
+        assert entry is not None
+        inbox.mark_done(session, entry, NOW)
     batch = [
         _incoming(_report(1), "b@x.org"),
         _incoming(_report(3)),

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage import outbox
 from storage.db import Database
+from storage.models import OutboxEntry
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=1)
@@ -36,7 +37,7 @@ def test_owed_mail_is_claimed_sent_and_not_claimed_again(db: Database) -> None:
     with db.transaction() as session:
         claimed = outbox.claim_due(session, NOW, LEASE)
         assert [m.id for m in claimed] == [mail_id]
-        outbox.mark_sent(session, mail_id, NOW)
+        assert outbox.mark_sent(session, claimed[0], NOW)
     with db.transaction() as session:
         assert outbox.claim_due(session, NOW + timedelta(hours=1), LEASE) == []
         assert outbox.count_by_state(session) == {"sent": 1}
@@ -45,8 +46,9 @@ def test_owed_mail_is_claimed_sent_and_not_claimed_again(db: Database) -> None:
 def test_a_temporary_failure_is_retried_at_its_time(db: Database) -> None:
     with db.transaction() as session:
         mail_id = outbox.enqueue(session, mail("m2@example.org"), NOW)
-        outbox.claim_due(session, NOW, LEASE)
-        outbox.mark_retry(session, mail_id, "451 try later", NOW + timedelta(minutes=1))
+        [claimed] = outbox.claim_due(session, NOW, LEASE)
+        assert claimed.id == mail_id
+        assert outbox.mark_retry(session, claimed, "451 try later", NOW + timedelta(minutes=1))
     with db.transaction() as session:
         assert outbox.claim_due(session, NOW + timedelta(seconds=59), LEASE) == []
         assert len(outbox.claim_due(session, NOW + timedelta(minutes=1), LEASE)) == 1
@@ -59,6 +61,55 @@ def test_a_crashed_sender_s_claim_expires_and_the_mail_is_sent_by_another(db: Da
     with db.transaction() as session:
         again = outbox.claim_due(session, NOW + LEASE, LEASE)
     assert [m.message_id for m in again] == ["m3@example.org"]
+
+
+def _state(db: Database, mail_id: int) -> tuple[str, int, datetime | None, str | None]:
+    with db.transaction() as session:
+        row = session.get(OutboxEntry, mail_id)
+        assert row is not None
+        return row.state, row.attempts, row.sent_at, row.last_error
+
+
+def test_a_stale_copy_records_nothing_over_what_another_sender_recorded(db: Database) -> None:
+    """A sender whose claim ran out neither renews it nor marks the row, which another
+    sender claimed since and sent: a sent mail never turns failed or due again."""
+    with db.transaction() as session:
+        mail_id = outbox.enqueue(session, mail("m5@example.org"), NOW)
+        [stale] = outbox.claim_due(session, NOW, LEASE)
+    with db.transaction() as session:
+        [fresh] = outbox.claim_due(session, NOW + LEASE, LEASE)
+    later = NOW + LEASE + timedelta(seconds=10)
+    with db.transaction() as session:
+        assert outbox.renew(session, stale, later, LEASE) is None
+        assert not outbox.mark_sent(session, stale, later)
+        assert not outbox.mark_retry(session, stale, "451 later", later)
+        assert not outbox.mark_failed(session, stale, "550 no")
+    assert _state(db, mail_id) == ("pending", 0, None, None)
+    with db.transaction() as session:
+        assert outbox.mark_sent(session, fresh, later)
+    with db.transaction() as session:
+        assert outbox.renew(session, fresh, later, LEASE) is None
+        assert not outbox.mark_failed(session, stale, "550 no")
+        assert not outbox.mark_failed(session, fresh, "550 no")
+        assert not outbox.mark_retry(session, fresh, "451 later", later)
+    assert _state(db, mail_id) == ("sent", 1, later, None)
+
+
+def test_a_claim_renewed_in_time_is_the_one_recorded(db: Database) -> None:
+    with db.transaction() as session:
+        mail_id = outbox.enqueue(session, mail("m6@example.org"), NOW)
+        [claimed] = outbox.claim_due(session, NOW, LEASE)
+    later = NOW + LEASE / 2
+    with db.transaction() as session:
+        renewed = outbox.renew(session, claimed, later, LEASE)
+    assert renewed is not None
+    assert renewed.claimed_until == later + LEASE
+    with db.transaction() as session:
+        # Not claimable at the first claim's end: the renewed one still stands.
+        assert outbox.claim_due(session, NOW + LEASE, LEASE) == []
+        assert not outbox.mark_sent(session, claimed, later)
+        assert outbox.mark_retry(session, renewed, "451 \x00later", later)
+    assert _state(db, mail_id) == ("pending", 1, None, "451 later")
 
 
 def test_message_ids_are_unique_so_a_resend_is_recognisable(db: Database) -> None:
