@@ -72,7 +72,10 @@ def timer_mails(
         lines.append(f"Note: {note}")
     text = "\n".join(lines) + "\n"
     if kind == "remind" and recipient:
-        if case is not None and case.recused(recipient):
+        # Only while they may still see the case: staff (or the director) now, not recused
+        # (SPEC section 5 applies commands "while that address is still staff").
+        still = team.is_staff(recipient) or team.is_director(recipient)
+        if not still or (case is not None and case.recused(recipient)):
             return []
         people = [recipient]
     elif case is not None:

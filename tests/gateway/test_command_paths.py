@@ -1,7 +1,7 @@
 """Staff commands by email, the paths test_commands.py leaves out: switches turned off, the
 director on an urgent case, unbans and held posts by email, closing, recused directors,
 forged Reply-To, the reporter's address however it is written, a party to a case who later
-joins the staff."""
+joins the staff, bounces of mail sent by staff who have left."""
 
 from __future__ import annotations
 
@@ -263,3 +263,16 @@ def test_a_party_to_a_case_who_joins_the_staff_cannot_merge_it_nor_be_merged_in(
     store(gw, more, "rita@example.net", (to,))
     run(gw)
     assert sorted(m.recipient for m in mails(gw)[mark:]) == ["alice@example.org", "bob@example.org"]
+
+
+def test_a_bounce_of_mail_sent_by_staff_who_left_is_told_to_the_current_staff(
+    gw: Gateway,  # noqa: F811
+) -> None:
+    from tests.gateway.test_pipeline import dsn
+
+    command(gw, "#reply\r\nThank you, we are looking into it.\r\n", sender="bob@example.org")
+    [reply] = mails(gw, "reply")
+    reconfigure(gw, "Alice Example <alice@example.org>")
+    store(gw, dsn(reply.envelope_sender), None, (reply.envelope_sender,))
+    run(gw)
+    assert [m.recipient for m in mails(gw, "bounce-notice")] == ["alice@example.org"]

@@ -147,3 +147,14 @@ def test_a_reply_before_the_case_became_urgent_does_not_stop_the_pages(gw: Gatew
     assert jobs(gw).tick(start + timedelta(hours=1)) == 3
     staff_command(gw, "#reply\r\nWe have acted.\r\n")
     assert jobs(gw).tick(start + timedelta(hours=2)) == 0
+
+
+def test_a_remind_set_by_staff_removed_since_reaches_no_one(gw: Gateway) -> None:
+    """SPEC section 5 applies commands "while that address is still staff": a reminder set
+    before they left must not carry the case to them afterwards."""
+    from tests.gateway.test_commands import reconfigure
+
+    staff_command(gw, "#remind 1h check on the reporter\r\n", sender="bob@example.org")
+    reconfigure(gw, "Alice Example <alice@example.org>")
+    assert jobs(gw).tick(gw.now() + timedelta(hours=1, seconds=1)) == 0
+    assert reminders(gw) == []
