@@ -16,26 +16,57 @@ from storage.db import Database
 log = logs.get("retention")
 
 
+POSTPONED_REASON = "mail-pending"  # the case's outbox rows are not all sent or failed yet
+
+
+@dataclass(frozen=True)
+class Purged:
+    purged: list[int]  # case numbers purged by this run
+    postponed: dict[int, int]  # due, but case -> outbox rows it still owes: the next run
+
+
 @dataclass(frozen=True)
 class Retained:
     purged: list[int]  # case numbers purged by this run
     originals_deleted: int  # IMAP originals deleted by this run
     originals_pending: int  # still on the IMAP server: the next run tries again
+    postponed: dict[int, int]  # due, but case -> outbox rows it still owes: the next run
 
 
 def run_retention(settings: Settings, database: Database, now: datetime) -> list[int]:
+    """`purge_due`, the numbers purged."""
+    return purge_due(settings, database, now).purged
+
+
+def purge_due(settings: Settings, database: Database, now: datetime) -> Purged:
     """Date the closed cases whose bans have all ended, then purge every due case, one
-    transaction each; the numbers purged. With IMAP on, their originals' Message-IDs
-    stay pending until `delete_originals` reaches the server."""
+    transaction each. A case whose mail is still in the outbox is postponed: it stays
+    due, and the run after its mail is sent (or failed for good) takes it. With IMAP on,
+    the purged cases' originals' Message-IDs stay pending until `delete_originals`
+    reaches the server."""
     with database.transaction() as session:
         for number in retention_dates.settle(session, policy_from(settings).retention, now):
             logs.event(log, logging.INFO, "retention-dated", case=number)
         due = purge.due_cases(session, now)
+    purged: list[int] = []
+    postponed: dict[int, int] = {}
     for number in due:
         with database.transaction() as session:
-            purge.purge(session, number, now, imap_originals=settings.imap.enabled)
-        logs.event(log, logging.INFO, "case-purged", case=number)
-    return due
+            owed = purge.purge(session, number, now, imap_originals=settings.imap.enabled)
+        if owed:
+            postponed[number] = owed
+            logs.event(
+                log,
+                logging.INFO,
+                "purge-postponed",
+                case=number,
+                reason=POSTPONED_REASON,
+                mails=owed,
+            )
+        else:
+            purged.append(number)
+            logs.event(log, logging.INFO, "case-purged", case=number)
+    return Purged(purged, postponed)
 
 
 def delete_originals(
@@ -70,6 +101,6 @@ def apply(
     tls_context: ssl.SSLContext | None = None,
 ) -> Retained:
     """The whole of retention: what the 03:17 job and `cases purge` do."""
-    purged = run_retention(settings, database, now)
+    done = purge_due(settings, database, now)
     deleted, pending = delete_originals(settings, database, tls_context)
-    return Retained(purged, deleted, pending)
+    return Retained(done.purged, deleted, pending, done.postponed)

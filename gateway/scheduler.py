@@ -189,6 +189,7 @@ class Scheduler:
             logging.INFO,
             "retention",
             purged=len(done.purged),
+            postponed=len(done.postponed),
             originals_deleted=done.originals_deleted,
             originals_pending=done.originals_pending,
         )

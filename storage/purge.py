@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from storage import audit
+from storage import audit, outbox
 from storage.models import (
     BanRow,
     Case,
@@ -25,6 +26,14 @@ from storage.models import (
 )
 
 PURGED_PATTERN = "(purged)"  # an ended ban of a purged case; no address looks like it
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a retention run would do now."""
+
+    ready: list[int]  # due, and owing no mail: purged by the run
+    postponed: dict[int, int]  # due, but case -> its outbox rows still pending: kept for now
 
 
 def _due(case: type[Case], now: datetime) -> ColumnElement[bool]:
@@ -50,10 +59,59 @@ def due_cases(session: Session, now: datetime) -> list[int]:
     )
 
 
-def purge(session: Session, number: int, now: datetime, *, imap_originals: bool) -> list[str]:
-    """Remove bodies, addresses, names and notes; returns the Message-IDs of its received
-    mail. With `imap_originals` they are kept as pending until their IMAP originals are
-    deleted (`originals_pending`, `originals_deleted`); the case's own rows keep none."""
+def plan(session: Session, now: datetime) -> Plan:
+    """The due cases, split by whether they still owe mail (see `owed_mail`)."""
+    ready: list[int] = []
+    postponed: dict[int, int] = {}
+    for number in due_cases(session, now):
+        owed = owed_mail(session, number)
+        if owed:
+            postponed[number] = owed
+        else:
+            ready.append(number)
+    return Plan(ready, postponed)
+
+
+def owed_mail(session: Session, number: int) -> int:
+    """The case's outbox rows still pending (neither sent nor failed for good).
+
+    Purge blanks a case's outbox rows; one still pending would then go out empty and to
+    nobody (a 0-byte file, `RCPT TO:<>`) and be marked sent: the acknowledgement, staff
+    copies or result mail of a case closed `no-violation` (due at once) lost to a
+    smarthost outage over the nightly run. Such a case waits: the sender settles every
+    row within its give-up age, and a later run takes the case.
+    """
+    pending = session.execute(
+        select(func.count())
+        .select_from(OutboxEntry)
+        .where(_outbox_of(session, number), OutboxEntry.state == outbox.PENDING)
+    ).scalar_one()
+    return int(pending)
+
+
+def _outbox_of(session: Session, number: int) -> ColumnElement[bool]:
+    """The outbox rows a purge of the case blanks: its own, and those its messages name
+    (a merged case's mail came with its messages)."""
+    outbox_ids = _ids(session, select(Message.outbox_id).where(Message.case_number == number))
+    if not outbox_ids:
+        return OutboxEntry.case_number == number
+    return or_(OutboxEntry.case_number == number, OutboxEntry.id.in_(outbox_ids))
+
+
+def purge(session: Session, number: int, now: datetime, *, imap_originals: bool) -> int:
+    """Remove bodies, addresses, names and notes, unless the case still owes mail.
+
+    Returns 0 when purged, else how many outbox rows it owes (`owed_mail`): then nothing
+    is changed. With `imap_originals` the Message-IDs of its received mail are kept as
+    pending until their IMAP originals are deleted (`originals_pending`,
+    `originals_deleted`); the case's own rows keep none.
+    """
+    # Locked first, so that on PostgreSQL mail filed on the case by a transaction still
+    # running is either seen below (it committed first) or queued behind this purge.
+    session.execute(select(Case.number).where(Case.number == number).with_for_update())
+    owed = owed_mail(session, number)
+    if owed:
+        return owed
     received = sorted(
         {
             mid
@@ -66,7 +124,6 @@ def purge(session: Session, number: int, now: datetime, *, imap_originals: bool)
         }
     )
     inbox_ids = _ids(session, select(Message.inbox_id).where(Message.case_number == number))
-    outbox_ids = _ids(session, select(Message.outbox_id).where(Message.case_number == number))
     session.execute(
         update(Message)
         .where(Message.case_number == number)
@@ -98,12 +155,9 @@ def purge(session: Session, number: int, now: datetime, *, imap_originals: bool)
             .where(Confirmation.inbox_id.in_(inbox_ids))
             .values(sender="", commands="")
         )
-    outbox = OutboxEntry.case_number == number
-    if outbox_ids:
-        outbox = or_(outbox, OutboxEntry.id.in_(outbox_ids))
     session.execute(
         update(OutboxEntry)
-        .where(outbox)
+        .where(_outbox_of(session, number))
         .values(raw=None, recipient="", caused_by=None, last_error=None)
     )
     session.execute(
@@ -130,7 +184,7 @@ def purge(session: Session, number: int, now: datetime, *, imap_originals: bool)
         session.add_all(
             PendingOriginal(case_number=number, message_id=mid, created_at=now) for mid in received
         )
-    return received
+    return 0
 
 
 def _ids(session: Session, query: Select[Any]) -> list[int]:

@@ -19,6 +19,7 @@ from storage.models import Case, PendingOriginal
 from tests.dovecot import PrivateDovecot, free_port, private_dovecot
 from tests.gateway.gateway_setup import Gateway
 from tests.gateway.test_imap_watcher import imap_gateway
+from tests.gateway.test_retention_owed_mail import deliver
 from tests.serve_process import cli
 
 pytestmark = pytest.mark.dovecot
@@ -39,7 +40,8 @@ def dovecot() -> Iterator[PrivateDovecot]:
 def closed_case_with_originals(
     tmp_path: Path, dovecot: PrivateDovecot, *, port: int | None = None
 ) -> tuple[Gateway, str]:
-    """Case 1 closed no-violation (due at once); its original and another in Processed."""
+    """Case 1 closed no-violation (due at once), its mail sent; its original and another
+    in Processed."""
     user = dovecot.add_user()
     gateway = imap_gateway(tmp_path, f"sqlite:///{tmp_path / 'g.db'}", dovecot, user, port=port)
     dovecot.append(user, REPORT, "Processed")
@@ -51,6 +53,7 @@ def closed_case_with_originals(
         f"Message-ID: <close@example.org>\r\n\r\n#close no-violation\r\n"
     ).encode()
     store(gateway, close, "alice@example.org", f"conduct+1-{token}@example.org")
+    deliver(gateway)  # a case still owing mail waits (test_retention_owed_mail.py)
     return gateway, user
 
 

@@ -22,6 +22,7 @@ from storage.models import (
 )
 from tests.gateway.gateway_setup import Gateway, make_gateway
 from tests.gateway.test_commands import REPORT, command, run, store
+from tests.gateway.test_retention_owed_mail import deliver
 
 
 @pytest.fixture
@@ -59,6 +60,7 @@ def test_purge_clears_notes_ended_bans_message_ids_and_held_posts(gw: Gateway) -
         )
         session.execute(select(Sanction)).scalar_one().note = "Rita asked for no contact"
     command(gw, "#close no-violation\r\n")
+    deliver(gw)  # a case still owing mail waits (test_retention_owed_mail.py)
     assert run_retention(gw.settings, gw.database, gw.now() + timedelta(seconds=1)) == [1]
     with gw.database.transaction() as session:
         assert all(s.note is None for s in session.execute(select(Sanction)).scalars())
