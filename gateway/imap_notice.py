@@ -9,15 +9,30 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from gateway import parsing, snapshot_builder
 from gateway.config import Settings
-from handlers import templates
+from handlers import report_intake, templates
 from handlers.compose import Envelope, compose
+from handlers.snapshot import Person
 from rules import tokens
+from rules.envelope import recover
 from storage import audit, cases, outbox
 
 ACTION = "imap-too-large"
 KEYWORD = "$ConductTooLarge"  # IMAP keyword (RFC 3501 flag-keyword) left on the message
-HEADER_FIELDS = ("MESSAGE-ID", "FROM", "SUBJECT", "DATE")
+# Shown in the notice: Message-ID, From, Subject, Date. Deciding who gets it: From, To, Cc
+# and Subject name people; X-Original-To, Delivered-To and To say which conduct address
+# it was sent to, as rules/envelope.py recovers it for mail that is taken in.
+HEADER_FIELDS = (
+    "MESSAGE-ID",
+    "FROM",
+    "SUBJECT",
+    "DATE",
+    "TO",
+    "CC",
+    "X-ORIGINAL-TO",
+    "DELIVERED-TO",
+)
 
 
 @dataclass(frozen=True)
@@ -41,10 +56,26 @@ def _header_values(raw: bytes) -> dict[str, str]:
     return values
 
 
+def _audience(settings: Settings, headers: bytes, now: datetime) -> tuple[Person, ...]:
+    """Whom the report would reach: the notice carries its From and Subject, so staff its
+    header fields name are left out, and mail to conduct+director@ goes to the director."""
+    conduct = settings.gateway.conduct_address
+    try:
+        recipients = recover(headers, conduct).recipients
+    except Exception:  # unreadable headers: the mailbox is the conduct address anyway
+        recipients = ()
+    where = snapshot_builder.addressing(settings, recipients or (conduct,), now)
+    to_director = isinstance(where.detail, tokens.Director)
+    team = snapshot_builder.team_from(settings)
+    return report_intake.audience(parsing.parse(headers, None), team, to_director)
+
+
 def report(session: Session, settings: Settings, found: TooLarge, now: datetime) -> int:
-    """In the caller's transaction: an audit event and one mail to every staff member."""
+    """In the caller's transaction: an audit event and one mail to each staff member (or
+    the director) the report would reach; returns how many were told."""
     gateway = settings.gateway
     values = _header_values(found.headers)
+    told = _audience(settings, found.headers, now)
     audit.append(
         session,
         at=now,
@@ -76,7 +107,7 @@ def report(session: Session, settings: Settings, found: TooLarge, now: datetime)
     conduct = gateway.conduct_address
     domain = conduct.rpartition("@")[2]
     subject = f"[{gateway.case_tag}] A message too large to take in waits in {found.folder}"
-    for person in gateway.staff:
+    for person in told:
         message_id = tokens.new_message_id(domain)
         raw = compose(
             Envelope(
@@ -112,9 +143,9 @@ def report(session: Session, settings: Settings, found: TooLarge, now: datetime)
                 message_id=message_id,
                 sender=conduct,
                 recipients=(person.address,),
-                party=person.address.lower(),
+                party=person.address,
                 subject=subject,
                 outbox_id=outbox_id,
             ),
         )
-    return len(gateway.staff)
+    return len(told)

@@ -74,13 +74,12 @@ class Routing:
     last_resort: bool = False  # every staff member was named, so the director gets it
 
 
-def route(snapshot: Snapshot, named: frozenset[str], urgent: bool, to_director: bool) -> Routing:
+def route(team: Team, named: frozenset[str], urgent: bool, to_director: bool) -> Routing:
     """To conduct+director@ (not naming the director): the director alone, with every staff
     member recused, so that no later mail, reminder, digest or bounce notice reaches them.
     Naming staff recuses them and adds the director. When no staff member is left, the
     director alone gets it, even if named: a report must reach someone, and the director
     is where the response procedure escalates to."""
-    team = snapshot.team
     director = team.director
     all_staff = frozenset(p.address for p in team.staff)
     if to_director and director.address not in named:
@@ -93,6 +92,19 @@ def route(snapshot: Snapshot, named: frozenset[str], urgent: bool, to_director: 
     if director.address not in named and (urgent or named):
         staff = (*staff, director)
     return Routing(staff, named, director_only=False)
+
+
+def _named(message: ParsedMessage, team: Team) -> frozenset[str]:
+    return frozenset(p.address for p in named_people(message, (*team.staff, team.director)))
+
+
+def audience(message: ParsedMessage, team: Team, to_director: bool) -> tuple[Person, ...]:
+    """Who would get this report: for a notice about mail that never becomes a case (an
+    IMAP message too large to take in), which shows its From and Subject and so must not
+    reach anyone the report itself would be kept from (SPEC section 5)."""
+    named = _named(message, team)
+    urgent = bool(urgency_signals(f"{message.subject}\n{message.text}"))
+    return route(team, named, urgent, to_director and team.director.address not in named).recipients
 
 
 @dataclass(frozen=True)
@@ -251,10 +263,10 @@ def intake(message: ParsedMessage, snapshot: Snapshot, received: Intake) -> Outc
     team = snapshot.team
     signals = urgency_signals(f"{message.subject}\n{message.text}")
     urgent = bool(signals)
-    named = frozenset(p.address for p in named_people(message, (*team.staff, team.director)))
+    named = _named(message, team)
     # A report to the director's address about the director goes to the staff.
     to_director = received.to_director and team.director.address not in named
-    routing = route(snapshot, named, urgent, to_director)
+    routing = route(team, named, urgent, to_director)
     reporter = _reporter(message)
     effects: list[Effect] = [
         OpenCase(

@@ -455,6 +455,96 @@ def session_rows(gateway: Gateway, model: Any) -> list[Any]:
         return list(session.execute(select(model)).scalars())
 
 
+def notified(gateway: Gateway) -> list[str]:
+    rows = session_rows(gateway, OutboxEntry)
+    return sorted(r.recipient for r in rows if r.kind == "notification")
+
+
+@pytest.mark.parametrize(
+    ("fields", "told"),
+    [
+        pytest.param(
+            b"To: conduct@example.org\r\nSubject: Harassment at the meetup\r\n",
+            ["alice@example.org", "bob@example.org"],
+            id="names-no-one",
+        ),
+        pytest.param(
+            b"To: conduct@example.org\r\nSubject: Complaint about Alice+x@Example.org\r\n",
+            ["bob@example.org", "ed@example.org"],
+            id="subject-names-an-address",
+        ),
+        pytest.param(
+            b"To: conduct@example.org\r\nCc: Alice Example <alice@example.org>\r\n"
+            b"Subject: A report\r\n",
+            ["bob@example.org", "ed@example.org"],
+            id="cc-names-staff",
+        ),
+        pytest.param(
+            b"To: conduct@example.org\r\nSubject: About Alice Example and bob@example.org\r\n",
+            ["ed@example.org"],
+            id="every-staff-member-named",
+        ),
+        pytest.param(
+            b"To: conduct+director@example.org\r\nSubject: About the board\r\n",
+            ["ed@example.org"],
+            id="to-the-director",
+        ),
+        pytest.param(
+            b"To: conduct+director@example.org\r\nSubject: About Erin Director\r\n",
+            ["alice@example.org", "bob@example.org"],
+            id="to-the-director-naming-the-director",
+        ),
+        pytest.param(
+            b"To: conduct@example.org\r\nSubject: He threatened to hurt me\r\n",
+            ["alice@example.org", "bob@example.org", "ed@example.org"],
+            id="urgent",
+        ),
+    ],
+)
+def test_a_too_large_notice_reaches_only_whom_the_report_would_reach(
+    tmp_path: Path, database_url: str, fields: bytes, told: list[str]
+) -> None:
+    """The notice carries the message's From and Subject: staff named in its header fields
+    do not get it, and mail to conduct+director@ is told to the director alone (SPEC
+    section 5, as for the report itself)."""
+    from gateway import imap_notice
+    from tests.gateway.gateway_setup import make_gateway
+
+    gateway = make_gateway(tmp_path, database_url)
+    headers = (
+        b"Message-ID: <big@example.net>\r\nFrom: Rita Reporter <rita@example.net>\r\n" + fields
+    )
+    found = imap_notice.TooLarge("INBOX", 1, 7, 90_000_000, headers)
+    with gateway.database.transaction() as session:
+        assert imap_notice.report(session, gateway.settings, found, gateway.now()) == len(told)
+    assert notified(gateway) == told
+    gateway.database.dispose()
+
+
+def test_a_too_large_message_to_the_director_address_is_told_to_the_director_alone(
+    tmp_path: Path, database_url: str, dovecot: PrivateDovecot
+) -> None:
+    """The To field is fetched with the others, so the notice knows where the mail went."""
+    from gateway.imap_client import connect
+    from tests.dovecot import HOST
+
+    user = dovecot.add_user()
+    big = report(uuid.uuid4().hex[:6], 1, body=(b"x" * 998 + b"\r\n") * 2_000)
+    dovecot.append(user, big.replace(b"To: conduct@", b"To: conduct+director@"))
+    gateway = imap_gateway(tmp_path, database_url, dovecot, user, max_size="1M")
+    connection = connect(HOST, dovecot.port, "none", user, dovecot.users[user], timeout=30)
+    try:
+        connection.ensure_folder("Processed")
+        done = imap_ingest.ingest_folder(
+            connection, gateway.settings, gateway.database, gateway.now, lambda: None, lambda: None
+        )
+    finally:
+        connection.close()
+    assert done.too_large == 1
+    assert notified(gateway) == ["ed@example.org"]
+    gateway.database.dispose()
+
+
 # --- variants: TLS, servers without IDLE or MOVE --------------------------------------
 
 
