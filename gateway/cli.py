@@ -11,8 +11,10 @@ from gateway.cli_common import (
     EXIT_CHECK_FAILED,
     EXIT_USAGE,
     config_option,
+    database_unavailable,
     fail,
     load_settings,
+    open_database,
     run_action,
 )
 from gateway.config import ConfigError, Settings
@@ -36,6 +38,8 @@ def main() -> None:
 @click.pass_context
 def serve(ctx: click.Context) -> None:
     """Run everything configured until SIGTERM or SIGINT (then drain and exit 0)."""
+    from sqlalchemy.exc import OperationalError
+
     from gateway import daemon
     from gateway.secret import SecretError
     from gateway.smtp_limits import SmtpTlsError
@@ -43,6 +47,9 @@ def serve(ctx: click.Context) -> None:
     settings = _load_with_files(ctx)
     try:
         daemon.run(settings)
+    except OperationalError as error:
+        # At start-up (migrations, the secret's fingerprint): systemd starts it again.
+        database_unavailable(settings.storage.url, str(error.orig or error))
     except (ConfigError, SecretError, SmtpTlsError) as error:
         # A secret that does not match the database, like a certificate that does not
         # load, is a configuration problem: exit 2 (SPEC section 9), as a missing one.
@@ -85,15 +92,10 @@ def db() -> None:
 def db_upgrade(ctx: click.Context) -> None:
     """Apply migrations (serve does this too; safe when several instances start at once)."""
     from storage import migrate
-    from storage.db import Database
 
-    settings = load_settings(ctx)
-    database = Database(settings.storage.url)
-    try:
+    with open_database(load_settings(ctx), at_head=False) as database:
         migrate.upgrade(database)
         click.echo(f"database at revision {migrate.current_revision(database)}")
-    finally:
-        database.dispose()
 
 
 @main.group()
@@ -108,14 +110,9 @@ def audit() -> None:
 def audit_verify(ctx: click.Context) -> None:
     """Check every link; exit 1 naming the first event edited, inserted or deleted."""
     from storage import audit as audit_store
-    from storage.db import Database
 
-    database = Database(load_settings(ctx).storage.url)
-    try:
-        with database.transaction() as session:
-            report = audit_store.verify_chain(session)
-    finally:
-        database.dispose()
+    with open_database(load_settings(ctx)) as database, database.transaction() as session:
+        report = audit_store.verify_chain(session)
     if report.problem is not None:
         fail(f"audit chain broken: {report.problem}", EXIT_CHECK_FAILED)
     click.echo(f"{report.count} events, latest link {report.latest_link}")

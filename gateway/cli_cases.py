@@ -181,6 +181,20 @@ def export_case(
     """FILE is an mbox of every message in and out; FILE.json beside it the case's JSON."""
     case = _detail_or_refuse(database, number)
     target = out or Path(f"case-{number}.mbox")
+    json_path = target.with_name(target.name + ".json")
+    try:
+        count = _write_mbox(database, number, target)
+        json_path.write_text(
+            json.dumps(detail_json(case, _now()), indent=2, ensure_ascii=False) + "\n",
+            encoding="utf-8",
+        )
+    except OSError as error:
+        # A missing directory or a read-only one is the operator's --out: input refused.
+        raise Refused(f"cannot write {error.filename or target}: {error.strerror}") from None
+    click.echo(f"wrote {count} messages to {target} and the case to {json_path}")
+
+
+def _write_mbox(database: Database, number: int, target: Path) -> int:
     if target.exists():
         target.unlink()
     box = mailbox.mbox(target, create=True)
@@ -198,11 +212,7 @@ def export_case(
     finally:
         box.unlock()
         box.close()
-    json_path = target.with_name(target.name + ".json")
-    json_path.write_text(
-        json.dumps(detail_json(case, _now()), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-    click.echo(f"wrote {count} messages to {target} and the case to {json_path}")
+    return count
 
 
 def import_path(settings: Settings, database: Database, *, path: Path) -> None:

@@ -274,3 +274,82 @@ def test_audit_verify_exits_1_naming_an_edited_event(tmp_path: Path) -> None:
     bad = CliRunner().invoke(main, ["audit", "verify", "-c", str(cfg)])
     assert bad.exit_code == 1
     assert "event 2 was edited" in bad.output
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*EXE, *args], capture_output=True, text=True, check=False, timeout=120, cwd=ROOT
+    )
+
+
+def test_audit_verify_on_a_database_never_upgraded_exits_2_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    """As every other database command: the schema is checked first (SPEC section 9)."""
+    cfg = write_config(tmp_path)
+    result = run_cli("audit", "verify", "-c", str(cfg))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "run `conduct-gateway db upgrade`" in result.stderr
+    assert not (tmp_path / "state").exists()
+
+
+def test_audit_verify_on_an_empty_database_file_exits_2(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "gateway.db").write_bytes(b"")
+    result = run_cli("audit", "verify", "-c", str(cfg))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "run `conduct-gateway db upgrade`" in result.stderr
+
+
+# Every command that opens the database; `ingest` has its own test (it always said 75).
+DATABASE_COMMANDS = [
+    ["db", "upgrade"],
+    ["audit", "verify"],
+    ["bans", "list"],
+    ["bans", "add", "x@example.net"],
+    ["bans", "check", "x@example.net"],
+    ["bans", "remove", "1"],
+    ["held", "list"],
+    ["held", "release", "1"],
+    ["cases", "list"],
+    ["cases", "show", "1"],
+    ["cases", "export", "1"],
+    ["cases", "purge", "--dry-run"],
+    ["import", "{mbox}"],
+    ["serve"],
+]
+
+
+@pytest.mark.parametrize("argv", DATABASE_COMMANDS, ids=" ".join)
+def test_a_database_that_cannot_be_reached_exits_75_naming_it_masked(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    """EX_TEMPFAIL, as `ingest` says it: nothing is wrong with the command, try it later."""
+    from tests.components import free_port
+
+    port = free_port()  # nothing listens there
+    cfg = write_config(tmp_path, url=f"postgresql+psycopg://gw:hunter2@127.0.0.1:{port}/gw")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "secret").write_bytes(os.urandom(32))  # PostgreSQL: never created
+    (tmp_path / "past.mbox").write_bytes(b"")
+    words = [word.replace("{mbox}", str(tmp_path / "past.mbox")) for word in argv]
+    result = run_cli(*words, "-c", str(cfg))
+    assert result.returncode == 75, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"conduct-gateway: cannot use the database postgresql+psycopg://gw:***@127.0.0.1:{port}/gw"
+    )
+    assert "hunter2" not in result.stderr
+
+
+def test_an_sqlite_database_whose_directory_cannot_be_made_exits_75(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_bytes(b"a file where a directory should be")
+    cfg = write_config(tmp_path, url=f"sqlite:///{tmp_path / 'blocker' / 'gateway.db'}")
+    result = run_cli("db", "upgrade", "-c", str(cfg))
+    assert result.returncode == 75, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "cannot use the database sqlite:///" in result.stderr

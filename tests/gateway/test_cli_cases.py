@@ -364,7 +364,30 @@ def test_an_unknown_case_exits_1(gw: Gateway, tmp_path: Path) -> None:
     assert not (tmp_path / "case-7.mbox").exists()
 
 
+def test_import_with_a_bad_secret_exits_2_naming_the_key(gw: Gateway, tmp_path: Path) -> None:
+    """A configuration error, as `serve` reports the same secret (SPEC section 9)."""
+    (tmp_path / "secret").write_bytes(b"short")
+    (tmp_path / "past.mbox").write_bytes(b"")
+    result = cli(gw.path, "import", str(tmp_path / "past.mbox"))
+    assert result.returncode == 2, result.stderr
+    assert b"Traceback" not in result.stderr
+    assert b"[gateway] secret_file: " in result.stderr
+
+
 # cases export
+
+
+def test_export_to_a_directory_that_does_not_exist_exits_1_naming_it(
+    gw: Gateway, tmp_path: Path
+) -> None:
+    ingest(gw, stdin=REPORT)
+    process(gw)
+    out = tmp_path / "nonexistent" / "x.mbox"
+    result = cli(gw.path, "cases", "export", "1", "--out", str(out))
+    assert result.returncode == 1, result.stderr
+    assert b"Traceback" not in result.stderr
+    assert f"cannot write {out}: ".encode() in result.stderr
+    assert not out.parent.exists()
 
 
 def test_export_writes_every_message_in_and_out_byte_for_byte_and_the_json(
