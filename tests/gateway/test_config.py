@@ -43,6 +43,39 @@ def test_the_example_file_loads_as_is() -> None:
     assert settings.storage.url == f"sqlite:///{ROOT / 'var' / 'gateway.db'}"
 
 
+def example_keys() -> dict[tuple[str, str], tuple[str, str]]:
+    """(section, key) -> (value, the comment above the key or the group it stands in)."""
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    section, comment, after_key = "", "", False
+    for raw in (ROOT / "config.example.ini").read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line.startswith(";"):
+            comment = (comment if not after_key else "") + " " + line.lstrip("; ")
+            after_key = False
+        elif line.startswith("["):
+            section, comment, after_key = line.strip("[]"), "", False
+        elif "=" in line:
+            key, _, value = line.partition("=")
+            found[section, key.strip()] = (value.split(" ;")[0].strip(), comment)
+            after_key = True
+    return found
+
+
+def test_the_example_shows_every_key_and_states_the_default_it_does_not_use() -> None:
+    """README: every key not required has the default shown in the example; where the
+    example sets another value (for `make run`, or as an example), its comment says it."""
+    shown = example_keys()
+    for section, keys in config.SCHEMA.items():
+        for key, default in keys.items():
+            assert (section, key) in shown, f"[{section}] {key} is not in the example"
+            value, comment = shown[section, key]
+            if default is None or value == default:
+                continue
+            assert "default" in comment, f"[{section}] {key}: the default is not stated"
+            if default:
+                assert default in comment, f"[{section}] {key}: the comment does not say {default}"
+
+
 # SPEC section 8, key by key: the value each left-out key takes (a minimal file gives only
 # the three required keys). `hostname` is this host's FQDN, checked on its own below.
 DEFAULTS: list[tuple[str, str, Any]] = [
