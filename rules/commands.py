@@ -153,9 +153,18 @@ def _switch(words: cw.Words) -> bool:
     return False
 
 
+# RFC 5321 section 4.5.3.1.3: a path is at most 256 octets, brackets included.
+MAX_ADDRESS_LENGTH = 254
+
+
 def _normalised(written: str) -> str:
     """As participants, staff and bans are compared (SPEC section 6): a subaddress, BATV
     tag or Unicode domain must not get an address past a staff or recipient check."""
+    if len(written) > MAX_ADDRESS_LENGTH:
+        # Nothing can deliver to it, and the database keeps addresses in 320 characters.
+        raise cw.BadArgument(
+            f"{written[:40]!r}… is longer than an address can be ({MAX_ADDRESS_LENGTH} characters)"
+        )
     try:
         return normalise(written)
     except AddressError as error:

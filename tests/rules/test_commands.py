@@ -418,3 +418,12 @@ def test_addresses_are_normalised_like_participants_and_bans(line: str, expected
 
 def test_an_address_that_does_not_normalise_is_refused() -> None:
     assert "not an address" in refused("#accused mallory@bad..example").reason
+
+
+@pytest.mark.parametrize("command", ["#accused {}", "#participant {} witness", "#to {}\ntext"])
+def test_an_address_longer_than_an_smtp_path_is_refused(command: str) -> None:
+    """PostgreSQL keeps addresses in 320 characters: a longer one used to be quarantined
+    for ever instead of refused."""
+    too_long, longest = "m" * 243 + "@example.com", "m" * 242 + "@example.com"
+    assert "longer than an address can be" in refused(command.format(too_long)).reason
+    assert ok(command.format(longest)).commands
