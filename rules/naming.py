@@ -16,6 +16,7 @@ _LOCAL = re.compile(_LOCAL_CHAR + f"{{1,{MAX_LOCAL}}}\\Z")
 _LOCAL_ONE = re.compile(_LOCAL_CHAR)
 _DOMAIN = re.compile(r"[\w-]+(?:\.[\w-]+)+")
 _AT = re.compile("@")
+_MARKS = "*_~"
 
 
 def _candidates(text: str) -> Iterator[str]:
@@ -35,7 +36,14 @@ def _candidates(text: str) -> Iterator[str]:
             continue  # a longer run than any local part: not an address we could match
         domain = _DOMAIN.match(text[start + 1 : start + 1 + MAX_DOMAIN])
         if domain is not None:
-            yield f"{local.group().lstrip('.')}@{domain.group()}"
+            token = f"{local.group().lstrip('.')}@{domain.group()}"
+            yield token
+            # HTML rendered as text marks <b>, <i> and <s> with *, _ and ~ around words:
+            # `**alice@example.org**` names alice. Both readings count; naming someone who
+            # is not there only keeps a report from them, never shows it to anyone more.
+            bare = f"{local.group().lstrip(_MARKS + '.')}@{domain.group().rstrip(_MARKS)}"
+            if bare != token:
+                yield bare
 
 
 def addresses_in(text: str) -> frozenset[str]:

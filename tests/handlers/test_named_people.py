@@ -109,6 +109,25 @@ def test_addresses_are_found_however_many_word_characters_surround_them() -> Non
     assert addresses_in(text) == {"bob@example.org"}
 
 
+@pytest.mark.parametrize(
+    "written", ["**alice@example.org**", "_alice@example.org_", "~~alice@example.org~~"]
+)
+def test_an_address_marked_bold_italic_or_struck_in_rendered_html_names_its_owner(
+    written: str,
+) -> None:
+    assert "alice@example.org" in addresses_in(f"It was {written}, at the meetup.")
+
+
+def test_an_html_only_report_naming_staff_in_bold_does_not_reach_them() -> None:
+    raw = (
+        b"From: Rita Reporter <rita@example.net>\r\nTo: conduct@example.org\r\n"
+        b"Subject: A report\r\nMessage-ID: <bold1@example.net>\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+        b"<p>It was <b>alice@example.org</b> who shouted at me.</p>\r\n"
+    )
+    assert "alice@example.org" not in copies(run_raw(raw, "rita@example.net"))
+
+
 def forwarded_as_attachment(enclosed: bytes) -> bytes:
     """Rita's report with `enclosed` attached whole ("forward as attachment")."""
     return (
