@@ -242,6 +242,12 @@ def import_path(settings: Settings, database: Database, *, path: Path) -> None:
         )
 
 
+def _say_postponed(postponed: dict[int, int], verb: str) -> None:
+    """A due case whose mail is still in the outbox is purged only once it is sent."""
+    for number, mails in sorted(postponed.items()):
+        click.echo(f"case {number} {verb}: {mails} of its mails are still in the outbox", err=True)
+
+
 def purge_cases(settings: Settings, database: Database, *, dry_run: bool) -> None:
     """`cases purge [--dry-run]`: SPEC section 7a, now, IMAP originals included."""
     from gateway import retention_job
@@ -250,12 +256,15 @@ def purge_cases(settings: Settings, database: Database, *, dry_run: bool) -> Non
     now = _now()
     if dry_run:
         with database.transaction() as session:
-            due = purge.due_cases(session, now)
-        click.echo("\n".join(str(n) for n in due) if due else "no case is due")
+            planned = purge.plan(session, now)
+        ready = planned.ready
+        click.echo("\n".join(str(n) for n in ready) if ready else "no case is due")
+        _say_postponed(planned.postponed, "would wait")
         return
     done = retention_job.apply(settings, database, now)
     due = done.purged
     click.echo(f"purged {len(due)} cases" + (": " + ", ".join(map(str, due)) if due else ""))
+    _say_postponed(done.postponed, "waits")
     if done.originals_deleted:
         click.echo(
             f"deleted {done.originals_deleted} originals from IMAP {settings.imap.processed_folder}"

@@ -19,6 +19,7 @@ from storage import outbox, purge
 from storage.models import Case, OutboxEntry
 from tests.gateway.gateway_setup import Gateway, make_gateway
 from tests.gateway.test_commands import REPORT, command, run, second_case, store
+from tests.serve_process import cli
 
 
 @pytest.fixture
@@ -137,3 +138,19 @@ def test_a_merged_case_s_owed_mail_holds_its_target_which_carries_its_messages(
     deliver(gw)
     assert all(size > 0 for size in delivered_sizes(gw))
     assert run_retention(gw.settings, gw.database, soon(gw)) == [1, 2]
+
+
+def test_cases_purge_says_which_cases_wait_for_their_mail(gw: Gateway) -> None:
+    command(gw, "#close no-violation\r\n")
+    dry = cli(gw.path, "cases", "purge", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    owed = len(pending(gw))
+    assert dry.stdout.decode().strip() == "no case is due"
+    assert f"case 1 would wait: {owed} of its mails are still in the outbox" in dry.stderr.decode()
+    done = cli(gw.path, "cases", "purge")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().startswith("purged 0 cases")
+    assert f"case 1 waits: {owed} of its mails" in done.stderr.decode()
+    deliver(gw)
+    assert cli(gw.path, "cases", "purge", "--dry-run").stdout.decode().split() == ["1"]
+    assert cli(gw.path, "cases", "purge").stdout.decode().startswith("purged 1 cases: 1")
