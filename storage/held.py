@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from rules.addresses import AddressError, normalise_list
 from storage import audit, outbox
+from storage.address_columns import usable_address
 from storage.models import HeldPost
 
 HELD = "held"
@@ -97,12 +98,14 @@ def hold(
     row = HeldPost(
         list=_list_key(list_address),
         message_key=message_key,
-        sender=sender,
+        # An address that cannot be one (too long for the column, say) is not kept: the
+        # post itself is, whole, and the client is not told 451 forever.
+        sender=usable_address(sender),
         subject=subject,
         reason=reason,
         ban_id=ban_id,
         case_number=case,
-        envelope_sender=envelope_sender,
+        envelope_sender=usable_address(envelope_sender),
         envelope_recipients=json.dumps(list(envelope_recipients)),
         raw=raw,
         state=HELD,

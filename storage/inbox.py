@@ -14,6 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from rules.message_keys import keys
+from storage.address_columns import usable_address
 from storage.claims import claim
 from storage.models import InboxEntry
 
@@ -105,9 +106,10 @@ def store_many(
 def _row(message: Incoming, source: str, now: datetime) -> dict[str, Any]:
     return {
         "dedup_key": message.dedup_key,
-        "message_id": message.message_id,
+        "message_id": _message_id_column(message.message_id),
         "source": source,
-        "envelope_sender": message.envelope_sender,
+        # The raw message, Return-Path and all, is kept whole: only the column goes empty.
+        "envelope_sender": usable_address(message.envelope_sender),
         "envelope_recipients": json.dumps(list(message.recipients)),
         "raw": message.raw,
         "state": PENDING,
@@ -115,6 +117,15 @@ def _row(message: Incoming, source: str, now: datetime) -> dict[str, Any]:
         "next_attempt_at": now,
         "received_at": now,
     }
+
+
+def _message_id_column(found: str | None) -> str | None:
+    """The Message-ID as stored: without NUL, which PostgreSQL refuses in text, so that
+    the id logged and searched for is its printable text. The dedup key is still hashed
+    from the id as written, so it stays what it always was."""
+    if found is None:
+        return None
+    return found.replace("\x00", "") or None
 
 
 def _insert_new(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:

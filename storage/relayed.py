@@ -9,6 +9,7 @@ from typing import NamedTuple
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
+from storage.address_columns import usable_address
 from storage.models import RelayedPost
 
 RETENTION = timedelta(days=90)
@@ -24,16 +25,18 @@ class Relayed(NamedTuple):
 
 
 def record_many(session: Session, rows: Sequence[tuple[str, str, str, datetime]]) -> None:
-    """Add a batch; message ids are stored as given (the caller strips angle brackets)."""
-    if not rows:
-        return
-    session.execute(
-        insert(RelayedPost),
-        [
-            {"message_id": message_id, "sender": sender, "list": list_address, "at": at}
-            for message_id, sender, list_address, at in rows
-        ],
-    )
+    """Add a batch; message ids are stored as given (the caller strips angle brackets).
+
+    A sender that cannot be an address is left out: its row could never match anyone's
+    no-contact hold, and PostgreSQL would refuse it and with it the whole batch.
+    """
+    kept = [
+        {"message_id": message_id, "sender": sender, "list": list_address, "at": at}
+        for message_id, sender, list_address, at in rows
+        if usable_address(sender) is not None
+    ]
+    if kept:
+        session.execute(insert(RelayedPost), kept)
 
 
 def senders_of(session: Session, message_ids: Iterable[str]) -> dict[str, str]:

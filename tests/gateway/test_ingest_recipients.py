@@ -64,3 +64,22 @@ def test_one_pipe_run_with_every_recipient_routes_by_the_most_specific(gw: Gatew
             )
         ).one()
     assert tuple(filed) == (1, "signed-address")
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["--sender", "return-path"])
+def test_an_unusable_sender_or_a_nul_in_the_message_id_is_stored_with_exit_0(
+    gw: Gateway, given: bool
+) -> None:
+    """PostgreSQL refused both values, so `ingest` exited 75 and the MTA retried forever."""
+    long_sender = "x" * 330 + "@example.net"
+    raw = REPORT.replace(b"<pipe-rep1@", b"<pipe-\x00rep1@")
+    args = ["--sender", long_sender] if given else []
+    if not given:
+        raw = b"Return-Path: <" + long_sender.encode() + b">\r\n" + raw
+    for _ in range(2):  # the MTA's retry is the same row
+        result = cli(gw.path, "ingest", *args, stdin=raw)
+        assert result.returncode == 0, result.stderr
+    with gw.database.transaction() as session:
+        [row] = session.execute(select(InboxEntry)).scalars()
+        assert (row.raw, row.envelope_sender) == (raw, None)
+        assert row.message_id == "pipe-rep1@example.net"

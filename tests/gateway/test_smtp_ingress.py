@@ -225,6 +225,25 @@ def test_the_null_sender_is_accepted_and_stored_as_none(gateway: Gateway) -> Non
     assert row.envelope_sender is None
 
 
+def test_a_nul_in_the_message_id_and_a_330_character_sender_are_stored_with_250(
+    gateway: Gateway,
+) -> None:
+    """PostgreSQL refused both values, so such mail was answered 451 at every retry; it is
+    kept whole, without an envelope sender no address can be that long (RFC 5321 4.5.3.1.3)."""
+    raw = message("odd\x00id@example.net")
+    long_sender = "x" * 330 + "@example.net"
+    replies = []
+    for _ in range(2):  # a retry finds the same row: the dedup key is what it always was
+        with gateway.client() as client:
+            assert client.mail(long_sender)[0] == 250
+            assert client.rcpt(CONDUCT)[0] == 250
+            replies.append(client.data(raw))
+    assert [code for code, _ in replies] == [250, 250]
+    [row] = gateway.rows()
+    assert row.id == queue_id(replies[0][1]) == queue_id(replies[1][1])
+    assert (row.raw, row.envelope_sender, row.message_id) == (raw, None, "oddid@example.net")
+
+
 def test_postmaster_mail_is_kept_like_conduct_mail(gateway: Gateway) -> None:
     code, _ = send(gateway, message("pm@example.net"), ["postmaster@lists.example.org", CONDUCT])
     assert code == 250

@@ -230,3 +230,50 @@ def test_a_post_with_a_nul_in_its_subject_is_held_with_its_raw_bytes_intact(db: 
         assert record is not None
         assert record.subject == "h\ufffdi"
         assert session.execute(select(HeldPost.raw)).scalar_one() == raw
+
+
+def test_a_post_whose_senders_cannot_be_addresses_is_held_whole_without_them(
+    db: Database,
+) -> None:
+    """PostgreSQL refused a 330-character envelope sender or From (varchar(320)), so the
+    client was answered 451 at every retry and moderators never saw the post."""
+    long_address = "x" * 330 + "@example.net"
+    with db.transaction() as session:
+        held_id = held.hold(
+            session,
+            list_address=DEV,
+            sender=long_address,
+            subject="hi",
+            reason="ban 3 (From)",
+            ban_id=3,
+            case=None,
+            envelope_sender=long_address,
+            envelope_recipients=[DEV],
+            raw=RAW,
+            now=NOW,
+        )
+    with db.transaction() as session:
+        record = held.get(session, held_id)
+        assert record is not None
+        assert (record.sender, record.envelope_sender) == (None, None)
+        assert held.release(session, held_id, "carol@example.org", NOW) is not None
+        row = session.execute(select(OutboxEntry)).scalar_one()
+        # Released with the null reverse-path, as a post without an envelope sender is.
+        assert (row.envelope_sender, row.raw) == ("", RAW)
+
+
+def test_a_relayed_sender_that_cannot_be_an_address_does_not_cost_the_batch(
+    db: Database,
+) -> None:
+    """PostgreSQL refused a 330-character sender (varchar(320)) and with it every row
+    written in the same batch: no-contact holds then missed those posts."""
+    batch = [
+        ("p1@example.net", "a@example.net", DEV, NOW),
+        ("p2@example.net", "x" * 330 + "@example.net", DEV, NOW),
+        ("p3@example.net", "b@example.net", DEV, NOW),
+    ]
+    with db.transaction() as session:
+        relayed.record_many(session, batch)
+    with db.transaction() as session:
+        found = relayed.senders_of(session, ["p1@example.net", "p2@example.net", "p3@example.net"])
+    assert found == {"p1@example.net": "a@example.net", "p3@example.net": "b@example.net"}

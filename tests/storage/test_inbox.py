@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import delete, select
 
+from rules.message_keys import dedup_key
 from storage import inbox
+from storage.address_columns import ADDRESS_LENGTH
 from storage.db import Database
 from storage.models import InboxEntry
 
@@ -201,6 +203,90 @@ def test_a_failure_recorded_with_a_nul_in_its_text_is_kept(db: Database) -> None
     assert error is not None
     assert error.startswith("ValueError: bad")
     assert "\x00" not in error
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "x" * 330 + "@example.net",
+        "rita\x00@example.net",
+        "rita@example.net\r\nX-Injected: 1",
+        "rita\udcff@example.net",  # an undecodable byte, as surrogateescape keeps it
+    ],
+    ids=["longer-than-the-column", "nul", "line-break", "lone-surrogate"],
+)
+def test_an_envelope_sender_that_cannot_be_an_address_is_stored_as_none(
+    db: Database, sender: str
+) -> None:
+    """PostgreSQL refused such a row, so intake answered 451 (IMAP and `ingest`: retried)
+    forever; the message is kept whole instead, only without a usable envelope sender."""
+    with db.transaction() as session:
+        stored = inbox.store(
+            session,
+            raw=REPORT,
+            envelope_sender=sender,
+            recipients=["conduct@example.org"],
+            source="smtp",
+            now=NOW,
+        )
+    with db.transaction() as session:
+        entry = inbox.get(session, stored.id)
+    assert entry is not None
+    assert (entry.envelope_sender, entry.raw, entry.message_id) == (None, REPORT, "r1@example.net")
+
+
+def test_an_envelope_sender_of_the_column_s_full_length_is_kept(db: Database) -> None:
+    longest = "x" * (ADDRESS_LENGTH - len("@example.net")) + "@example.net"
+    senders = [longest, "rïta@exämple.net"]
+    with db.transaction() as session:
+        stored = [
+            inbox.store(
+                session,
+                raw=REPORT.replace(b"r1@", b"r%d@" % n),
+                envelope_sender=sender,
+                recipients=["conduct@example.org"],
+                source="smtp",
+                now=NOW,
+            )
+            for n, sender in enumerate(senders)
+        ]
+    with db.transaction() as session:
+        entries = [inbox.get(session, s.id) for s in stored]
+    assert [e.envelope_sender for e in entries if e is not None] == senders
+
+
+@pytest.mark.parametrize(
+    ("field", "column"),
+    [
+        (b"Message-ID: <a\x00b@example.net>", "ab@example.net"),
+        (b"Message-ID: junk\x00id", "junkid"),
+    ],
+    ids=["bracketed", "unbracketed"],
+)
+def test_a_nul_in_the_message_id_is_left_out_of_the_column_but_not_the_key(
+    db: Database, field: bytes, column: str
+) -> None:
+    raw = field + b"\r\nSubject: hi\r\n\r\nbody\r\n"
+    key = dedup_key(raw)
+    with db.transaction() as session:
+        stored = inbox.store(
+            session,
+            raw=raw,
+            envelope_sender="s@example.net",
+            recipients=["conduct@example.org"],
+            source="smtp",
+            now=NOW,
+        )
+        again = inbox.store(
+            session, raw=raw, envelope_sender=None, recipients=[], source="imap", now=NOW
+        )
+    assert again.duplicate
+    assert again.id == stored.id
+    with db.transaction() as session:
+        row = session.get(InboxEntry, stored.id)
+        assert row is not None
+        assert (row.dedup_key, row.raw) == (key, raw)
+        assert row.message_id == column
 
 
 def _report(n: int, body: bytes = b"Something happened.\r\n") -> bytes:
