@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+
+from sqlalchemy.exc import DataError, IntegrityError
 
 from gateway import imap_notice, logs
 from gateway.config import ImapSettings, Settings
@@ -20,6 +23,9 @@ log = logs.get("imap")
 BATCH_MESSAGES = 500  # per FETCH, per transaction and per MOVE
 BATCH_BYTES = 8 * 1024 * 1024
 IN_INBOX = (imap_state.COMMITTED, imap_state.MOVED)
+# What the database says of a value it will not store (too long, NUL, not encodable), as
+# opposed to its being unreachable: retrying the same value can never succeed.
+REFUSED_VALUE = (DataError, IntegrityError, UnicodeEncodeError)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,20 @@ def mailbox_key(imap: ImapSettings) -> str:
 
 
 @dataclass(frozen=True)
+class Committed:
+    """What a batch's commit put in the inbox: only these UIDs may be moved."""
+
+    uids: list[int]
+    new: int  # new inbox rows
+    duplicates: int
+
+
+def _committed(prepared: list[tuple[int, inbox.Incoming]], stored: list[inbox.Stored]) -> Committed:
+    duplicates = sum(result.duplicate for result in stored)
+    return Committed([uid for uid, _ in prepared], len(stored) - duplicates, duplicates)
+
+
+@dataclass(frozen=True)
 class _Target:
     """Where a pass writes: the database, and the ImapSeen key of the selected folder."""
 
@@ -45,21 +65,51 @@ class _Target:
     mailbox: str
     uidvalidity: int
 
-    def commit(self, found: list[tuple[int, bytes]]) -> tuple[int, int]:
+    def commit(self, found: list[tuple[int, bytes]]) -> Committed:
         """One transaction for a fetched batch: inbox rows and their ImapSeen rows together.
 
-        Returns (new inbox rows, duplicates). Parsing and hashing happen before the
-        transaction, so the SQLite write lock is held only for the two inserts.
+        Parsing and hashing happen before the transaction, so the SQLite write lock is
+        held only for the two inserts. A batch the database refuses is committed one
+        message at a time instead: a value nobody foresaw in one message must not hold up
+        the folder, and newer mail behind it, forever.
         """
         conduct = self.settings.gateway.conduct_address
-        prepared = [_incoming(normalise_line_endings(raw), conduct) for _, raw in found]
-        keys = [(uid, message.dedup_key) for (uid, _), message in zip(found, prepared, strict=True)]
+        prepared = [(uid, _incoming(normalise_line_endings(raw), conduct)) for uid, raw in found]
+        if len(prepared) > 1:
+            with contextlib.suppress(*REFUSED_VALUE):
+                return _committed(prepared, self._store(prepared))
+        return self._one_by_one(prepared)
+
+    def _store(self, prepared: list[tuple[int, inbox.Incoming]]) -> list[inbox.Stored]:
+        keys = [(uid, message.dedup_key) for uid, message in prepared]
         with self.database.transaction() as session:
             now = self.clock()
-            stored = inbox.store_many(session, prepared, source="imap", now=now)
+            messages = [message for _, message in prepared]
+            stored = inbox.store_many(session, messages, source="imap", now=now)
             imap_state.record_committed(session, self.mailbox, self.uidvalidity, keys, now)
-        duplicates = sum(result.duplicate for result in stored)
-        return len(stored) - duplicates, duplicates
+        return stored
+
+    def _one_by_one(self, prepared: list[tuple[int, inbox.Incoming]]) -> Committed:
+        """Each message in its own transaction; one the database refuses is left in the
+        folder, uncommitted and so never moved, and logged with its UID for the operator."""
+        kept: list[tuple[int, inbox.Incoming]] = []
+        stored: list[inbox.Stored] = []
+        for uid, message in prepared:
+            try:
+                stored += self._store([(uid, message)])
+            except REFUSED_VALUE as error:
+                logs.event(
+                    log,
+                    logging.ERROR,
+                    "imap-store-refused",
+                    uid=uid,
+                    uidvalidity=self.uidvalidity,
+                    message_id=message.message_id,
+                    error=type(error).__name__,
+                )
+                continue
+            kept.append((uid, message))
+        return _committed(kept, stored)
 
     def mark_moved(self, uids: list[int]) -> None:
         with self.database.transaction() as session:
@@ -130,10 +180,12 @@ def _take_in(
         fetched = [(uid, raws[uid]) for uid in batch if uid in raws]
         if not fetched:
             continue
-        new, again = target.commit(fetched)
-        stored, duplicates = stored + new, duplicates + again
+        committed = target.commit(fetched)
+        stored, duplicates = stored + committed.new, duplicates + committed.duplicates
+        uids = committed.uids
+        if not uids:
+            continue
         on_stored()
-        uids = [uid for uid, _ in fetched]
         if mover is not None and mover.ready():
             mover.put(uids)
         else:

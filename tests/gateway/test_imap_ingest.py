@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DataError
 
 from gateway import imap_ingest
 from gateway.imap_client import ImapConnection, ImapConnectionLost, Listed, connect
 from gateway.imap_mover import FolderChanged, Mover
+from storage import inbox
 from storage.models import ImapSeen
 from tests.dovecot import HOST, PrivateDovecot, private_dovecot
 from tests.gateway.gateway_setup import Gateway
@@ -65,7 +67,7 @@ class Checked:
                 raise ImapConnectionLost("injected during a fetch")
             return real_fetch(connection, uids)
 
-        def commit(target: Any, found: list[tuple[int, bytes]]) -> tuple[int, int]:
+        def commit(target: Any, found: list[tuple[int, bytes]]) -> imap_ingest.Committed:
             self.commits += 1
             if self.commits == self.fail_commit:
                 raise RuntimeError("injected commit failure")
@@ -260,3 +262,88 @@ def test_a_refused_second_connection_moves_every_batch_on_the_first(
     assert _states(gateway) == ["moved"] * MESSAGES
     imap = [r.getMessage() for r in caplog.records if r.name == "conduct_gateway.imap"]
     assert imap == ["imap-mover-unavailable"]
+
+
+def _folder_of(dovecot: PrivateDovecot, *messages: bytes) -> str:
+    user = dovecot.add_user()
+    with dovecot.client(user) as client:
+        for raw in messages:
+            client.append("INBOX", raw)
+    return user
+
+
+@pytest.mark.parametrize("mover", [False, True], ids=["one-connection", "mover"])
+def test_a_message_with_values_postgresql_refuses_is_stored_and_moved_with_the_others(
+    tmp_path: Path,
+    database_url: str,
+    dovecot: PrivateDovecot,
+    monkeypatch: pytest.MonkeyPatch,
+    mover: bool,
+) -> None:
+    """A 330-character Return-Path (and a NUL in the Message-ID, which Dovecot turns into
+    0x80) once failed the whole batch on PostgreSQL at every pass: nothing behind it was
+    ever taken in. It is stored whole, without an envelope sender."""
+    tag = uuid.uuid4().hex[:6]
+    long_path = b"x" * 330 + b"@example.net"
+    odd = report(tag, 3).replace(b"<rita@example.net>", b"<" + long_path + b">", 1)
+    odd = odd.replace(b"@example.net>\r\n\r\n", b"\x00@example.net>\r\n\r\n")
+    messages = [report(tag, n) for n in range(3)] + [odd] + [report(tag, n) for n in range(4, 9)]
+    user = _folder_of(dovecot, *messages)
+    gateway = imap_gateway(tmp_path, database_url, dovecot, user)
+    Checked(gateway, monkeypatch)  # batches of 7: the odd one shares the first
+    done = _pass(gateway, dovecot, user, mover)
+    assert (done.stored, done.duplicates) == (9, 0)
+    assert dovecot.uids(user, "INBOX") == []
+    assert len(dovecot.uids(user, "Processed")) == 9
+    rows = inbox_rows(gateway)
+    assert [row.envelope_sender for row in rows] == ["rita@example.net"] * 3 + [None] + [
+        "rita@example.net"
+    ] * 5
+    assert long_path in rows[3].raw
+    assert _states(gateway) == ["moved"] * 9
+
+
+@pytest.mark.parametrize("mover", [False, True], ids=["one-connection", "mover"])
+def test_a_message_the_database_refuses_stays_in_the_folder_and_the_rest_go_on(
+    tmp_path: Path,
+    database_url: str,
+    dovecot: PrivateDovecot,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    mover: bool,
+) -> None:
+    """A value nobody foresaw: the batch is committed one message at a time, the refused
+    one is logged with its UID and left in the folder, never moved uncommitted."""
+    tag = uuid.uuid4().hex[:6]
+    refused = report(tag, 3, body=b"a value the database refuses\r\n")
+    messages = (
+        [report(tag, n) for n in range(3)] + [refused] + [report(tag, n) for n in range(4, 9)]
+    )
+    user = _folder_of(dovecot, *messages)
+    gateway = imap_gateway(tmp_path, database_url, dovecot, user)
+    checked = Checked(gateway, monkeypatch)
+    real_store_many = inbox.store_many
+
+    def store_many(session: Any, batch: list[inbox.Incoming], **options: Any) -> Any:
+        if any(b"the database refuses" in message.raw for message in batch):
+            raise DataError("INSERT INTO inbox", {}, Exception("injected: value refused"))
+        return real_store_many(session, batch, **options)
+
+    monkeypatch.setattr(inbox, "store_many", store_many)
+    with caplog.at_level(logging.ERROR, logger="conduct_gateway.imap"):
+        done = _pass(gateway, dovecot, user, mover)
+    [left] = dovecot.uids(user, "INBOX")
+    assert (done.stored, len(checked.moved), left not in checked.moved) == (8, 8, True)
+    logged = [r for r in caplog.records if r.name == "conduct_gateway.imap"]
+    assert [(r.getMessage(), getattr(r, "fields", {}).get("uid")) for r in logged] == [
+        ("imap-store-refused", left)
+    ]
+    expected = [f"imap-{tag}-{n}@example.net" for n in range(9) if n != 3]
+    assert [row.message_id for row in inbox_rows(gateway)] == expected
+    assert _states(gateway) == ["moved"] * 8
+    # New mail behind it keeps coming in; the refused one waits in the folder.
+    dovecot.append(user, report(tag, 9))
+    again = _pass(gateway, dovecot, user, mover)
+    assert (again.stored, again.duplicates) == (1, 0)
+    assert dovecot.uids(user, "INBOX") == [left]
+    assert len(dovecot.uids(user, "Processed")) == 9
