@@ -175,6 +175,11 @@ class OutboxSender:
             return DeliveryResult("temporary", None, f"{type(error).__name__}: {error}")
 
     async def _attempt_route(self, mail: OutgoingMail, settings: Settings) -> DeliveryResult:
+        if not mail.raw or not mail.recipient:
+            # Retention blanks a purged case's mail and waits for it to be settled first
+            # (storage/purge.py); should a blank row still come up, an empty file or
+            # `RCPT TO:<>` would be recorded as the mail sent. It is failed, and says why.
+            return DeliveryResult("permanent", None, "nothing to deliver: the mail was purged")
         if mail.route == "upstream":
             if self._upstream is None:
                 return DeliveryResult("temporary", None, "no upstream relay configured")

@@ -227,6 +227,23 @@ def test_pending_mail_arrives_byte_identical_with_its_envelope_and_null_sender(
     assert once(sender) == 0
 
 
+def test_a_blanked_row_is_failed_never_delivered_empty(
+    db: Database, base_settings: Settings, tmp_path: Path
+) -> None:
+    maildir = tmp_path / "outgoing"
+    settings = outbound(base_settings, smarthost=None, maildir=maildir)
+    mail_id = enqueue(db, new_mail("purged@example.org"))
+    with db.transaction() as session:
+        entry = session.get(OutboxEntry, mail_id)
+        assert entry is not None
+        entry.raw, entry.recipient = None, ""  # as retention leaves a purged case's mail
+    assert once(make_sender(db, settings, Clock(NOW))) == 1
+    assert not (maildir / "new").exists() or list((maildir / "new").iterdir()) == []
+    stored = row(db, mail_id)
+    assert stored.state == "failed"
+    assert "purged" in (stored.last_error or "")
+
+
 def test_maildir_mode_writes_one_file_per_mail_into_new_with_exactly_the_bytes(
     db: Database, base_settings: Settings, tmp_path: Path
 ) -> None:
