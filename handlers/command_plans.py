@@ -96,6 +96,9 @@ def _assign(c: Context, command: ct.Assign) -> Plan:
     team = c.snapshot.team
     if not (team.is_staff(command.address) or team.is_director(command.address)):
         raise Refused(f"{command.address} is not a staff member")
+    if c.state.case.recused(command.address):
+        # Recused, or a party to the case: they may not see it, so they cannot handle it.
+        raise Refused(f"{command.address} is kept out of this case (recused or a party to it)")
     return [UpdateCase(c.case, {"assignee": command.address})], f"assigned to {command.address}"
 
 

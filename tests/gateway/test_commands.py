@@ -327,6 +327,15 @@ def test_remind_and_status_reopen(gw: Gateway) -> None:
     assert timer.recipient == "alice@example.org"
 
 
+def test_assign_refuses_a_staff_member_kept_out_of_the_case(gw: Gateway) -> None:
+    command(gw, "#recuse\r\n", sender="bob@example.org")
+    command(gw, "#assign bob@example.org\r\n")
+    assert case(gw).assignee is None
+    assert "kept out of this case" in last_result(gw)
+    command(gw, "#assign me\r\n")
+    assert case(gw).assignee == "alice@example.org"
+
+
 def test_every_command_leaves_an_audit_chain_that_verifies(gw: Gateway) -> None:
     command(gw, "#status investigating\r\n#assign me\r\n#urgent\r\n")
     assert case(gw).assignee == "alice@example.org"
