@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -20,12 +21,12 @@ from handlers.list_posts import ListDecision, ListVerdict
 from handlers.message import ParsedMessage
 from handlers.outcome import Verdict
 from rules import reminders, tokens
-from rules.addresses import normalise
+from rules.addresses import AddressError, normalise
 from rules.list_identities import Identities
 from rules.message_keys import dedup_key, split_message
 from rules.routing import RoutingTable, route
 from rules.trace import received_field
-from storage import audit, cases, held, outbox
+from storage import audit, cases, held, no_contact, outbox
 from storage.db import Database
 from storage.outbox import OutgoingMail
 
@@ -65,6 +66,15 @@ def needs_smtputf8(sender: str, recipient: str, raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _post_addresses(envelope: IncomingEnvelope, found: Identities) -> list[str]:
+    """The post's sender identities, normalised, as the no-contact check reads them."""
+    addresses = [*found.from_addresses, *found.sender_addresses]
+    if envelope.mail_from:
+        with contextlib.suppress(AddressError):
+            addresses.append(normalise(envelope.mail_from))
+    return addresses
 
 
 def _case_staff(session: Session, settings: Settings, case: int) -> list[str]:
@@ -184,6 +194,12 @@ class ListRecords:
             return
         recipients = list(dict.fromkeys(v.target.recipient for v in verdicts))
         reason = f"ban {ban.id}" if ban is not None else first.rule
+        case = ban.case if ban is not None else None
+        if first.rule == "no-contact":  # handlers/list_posts.decide's rule id
+            # The accused wrote to someone the sanction protects: the case's staff need
+            # to know, as they would of a post held by the case's ban (SPEC section 6).
+            senders = _post_addresses(envelope, found)
+            case = next(iter(no_contact.cases_of_accused(session, senders, now)), None)
         parsed = parsing.parse(raw, envelope.mail_from or None)
         held_id = held.hold(
             session,
@@ -192,7 +208,7 @@ class ListRecords:
             subject=parsed.subject,
             reason=reason,
             ban_id=ban.id if ban else None,
-            case=ban.case if ban else None,
+            case=case,
             envelope_sender=envelope.mail_from or None,
             envelope_recipients=recipients,
             # Released later, it reaches the list server as a relayed post would have.
@@ -211,8 +227,8 @@ class ListRecords:
             message_id=found.message_id,
         )
         audience = list(settings.moderators.get(list_address, ()))
-        if ban is not None and ban.case is not None:
-            audience += _case_staff(session, settings, ban.case)
+        if case is not None:
+            audience += _case_staff(session, settings, case)
         params = {
             "list": list_address,
             "held_id": str(held_id),

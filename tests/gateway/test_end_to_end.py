@@ -312,9 +312,11 @@ def test_no_contact_holds_the_accused_s_reply_to_the_reporter(
         relayed = running.upstream.wait_for(lambda m: len(m) == 2, 5)
         assert [b"<m1@example.com>" in m.data for m in relayed] == [False, False]
         held = json.loads(cli(running.config, "held", "list", "--json").stdout)
-        assert [h["reason"] for h in held] == ["no-contact"]
+        assert [(h["reason"], h["case"]) for h in held] == [("no-contact", number)]
+        # The list's moderator, and the case's staff: the accused tried to reach the reporter.
+        told = {("carol@example.org",), ("alice@example.org",), ("bob@example.org",)}
         running.smarthost.wait_for(
-            lambda m: any(x.rcpt_tos == ("carol@example.org",) for x in m), OUTBOX_BOUND
+            lambda m: told <= {x.rcpt_tos for x in m if b"Held post" in x.data}, OUTBOX_BOUND
         )
     finally:
         assert running.serve.stop() == 0
