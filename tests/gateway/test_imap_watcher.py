@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from imapclient.exceptions import IMAPClientError
 from sqlalchemy import func, select
 
 from gateway import config, imap_ingest
@@ -176,7 +177,15 @@ def count(database: Database, model: Any, *where: Any) -> int:
 
 
 def moved(server: PrivateDovecot, user: str, n: int, folder: str = "INBOX") -> Callable[[], bool]:
-    return lambda: not server.uids(user, folder) and len(server.uids(user, "Processed")) == n
+    def done() -> bool:
+        try:
+            return not server.uids(user, folder) and len(server.uids(user, "Processed")) == n
+        except IMAPClientError:
+            # Dovecot answers a SELECT racing a folder's deletion and re-creation with
+            # "NO Mailbox was deleted under us": not settled yet, look again.
+            return False
+
+    return done
 
 
 # --- exactly once ---------------------------------------------------------------------
