@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from storage.bulk import insert_many
 from storage.models import ImapSeen
 
 COMMITTED = "committed"  # in the inbox; still to be moved to the processed folder
@@ -54,32 +55,14 @@ def record_committed(
 ) -> None:
     """In the transaction that stored them: these (UID, dedup key) are in the inbox, not
     yet moved. One multi-row statement: the watcher records a whole fetched batch."""
-    rows = [
-        {
-            "mailbox": mailbox,
-            "uidvalidity": uidvalidity,
-            "uid": uid,
-            "dedup_key": key,
-            "state": COMMITTED,
-            "at": now,
-        }
-        for uid, key in committed
-    ]
-    if not rows:
-        return
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    table = cast(Table, ImapSeen.__table__)
-    statement = insert(table)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["mailbox", "uidvalidity", "uid"],
-            set_={
-                "dedup_key": statement.excluded.dedup_key,
-                "state": statement.excluded.state,
-                "at": statement.excluded.at,
-            },
-        ),
-        rows,
+    insert_many(
+        session,
+        cast(Table, ImapSeen.__table__),
+        ("uid", "dedup_key"),
+        list(committed),
+        {"mailbox": mailbox, "uidvalidity": uidvalidity, "state": COMMITTED, "at": now},
+        on_conflict="ON CONFLICT (mailbox, uidvalidity, uid) DO UPDATE SET "
+        "dedup_key = excluded.dedup_key, state = excluded.state, at = excluded.at",
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from rules.message_keys import keys
 from storage.address_columns import usable_address
+from storage.bulk import insert_many
 from storage.claims import claim
 from storage.models import InboxEntry
 
@@ -82,41 +83,43 @@ def store(
 def store_many(
     session: Session, messages: Sequence[Incoming], *, source: str, now: datetime
 ) -> list[Stored]:
-    """`store` for each message, in order, with one multi-row INSERT: the IMAP watcher
-    commits a whole fetched batch at once. Only duplicates cost a second query."""
+    """`store` for each message, in order, with one `executemany`: the IMAP watcher commits
+    a whole fetched batch at once, SMTP intake a group of messages. Only duplicates cost
+    more than the insert and a look-up of the new rows' ids."""
     if source not in SOURCES:
         raise ValueError(f"unknown inbox source {source!r}")
-    rows = [_row(message, source, now) for message in messages]
-    ids = _insert_new(session, rows) if rows else {}
-    inserted: dict[str, int] = {}  # dedup key -> the position of the copy inserted
+    first: dict[str, int] = {}  # dedup key -> the position of its first copy in `messages`
+    for position, message in enumerate(messages):
+        first.setdefault(message.dedup_key, position)
+    before = _ids(session, list(first))
+    new = _insert_new(
+        session, [messages[at] for key, at in first.items() if key not in before], source, now
+    )
+    ids = {**before, **new}
     again: dict[str, list[tuple[str, ...]]] = {}  # dedup key -> the duplicates' recipients
     for position, message in enumerate(messages):
         key = message.dedup_key
-        if key in ids and key not in inserted:
-            inserted[key] = position
-        else:  # stored before, or a second copy within this batch
+        if key not in new or first[key] != position:  # stored before, or a second copy
             again.setdefault(key, []).append(message.recipients)
     ids.update(_merge_duplicates(session, again))
     return [
-        Stored(ids[message.dedup_key], duplicate=inserted.get(message.dedup_key) != position)
-        for position, message in enumerate(messages)
+        Stored(ids[key], duplicate=key not in new or first[key] != position)
+        for position, key in enumerate(message.dedup_key for message in messages)
     ]
 
 
-def _row(message: Incoming, source: str, now: datetime) -> dict[str, Any]:
-    return {
-        "dedup_key": message.dedup_key,
-        "message_id": _message_id_column(message.message_id),
-        "source": source,
+_VARYING = ("dedup_key", "message_id", "envelope_sender", "envelope_recipients", "raw")
+
+
+def _values(message: Incoming) -> tuple[Any, ...]:
+    return (
+        message.dedup_key,
+        _message_id_column(message.message_id),
         # The raw message, Return-Path and all, is kept whole: only the column goes empty.
-        "envelope_sender": usable_address(message.envelope_sender),
-        "envelope_recipients": json.dumps(list(message.recipients)),
-        "raw": message.raw,
-        "state": PENDING,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "received_at": now,
-    }
+        usable_address(message.envelope_sender),
+        json.dumps(list(message.recipients)),
+        message.raw,
+    )
 
 
 def _message_id_column(found: str | None) -> str | None:
@@ -128,18 +131,72 @@ def _message_id_column(found: str | None) -> str | None:
     return found.replace("\x00", "") or None
 
 
-def _insert_new(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """dedup key -> id of each row inserted; a key already stored is skipped."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+class _Raced(Exception):
+    """Another instance stored one of the keys between the look-up and the insert."""
+
+
+def _insert_new(
+    session: Session, fresh: list[Incoming], source: str, now: datetime
+) -> dict[str, int]:
+    """dedup key -> id of each of `fresh` (keys not stored a moment ago) as inserted now.
+
+    On SQLite the transaction holds the write lock, so none is stored meanwhile. On
+    PostgreSQL another instance may commit one of them between the look-up and the
+    insert: then the insert is undone to its savepoint and each row is inserted with
+    RETURNING, which names exactly the rows this transaction added.
+    """
+    if not fresh:
+        return {}
     table = cast(Table, InboxEntry.__table__)
+    constant = {
+        "source": source,
+        "state": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "received_at": now,
+    }
+    try:
+        with session.begin_nested():
+            inserted = insert_many(
+                session,
+                table,
+                _VARYING,
+                [_values(message) for message in fresh],
+                constant,
+                on_conflict="ON CONFLICT (dedup_key) DO NOTHING",
+            )
+            if inserted != len(fresh):
+                raise _Raced
+    except _Raced:
+        return _insert_returning(session, table, fresh, constant)
+    return _ids(session, [message.dedup_key for message in fresh])
+
+
+def _insert_returning(
+    session: Session, table: Table, fresh: list[Incoming], constant: dict[str, Any]
+) -> dict[str, int]:
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = (
         insert(table)
         .on_conflict_do_nothing(index_elements=["dedup_key"])
         .returning(table.c.id, table.c.dedup_key)
     )
-    # A list of parameter sets: SQLAlchemy sends them as multi-row VALUES ("insertmanyvalues"),
-    # in pages within each database's parameter limit.
+    rows = [{**dict(zip(_VARYING, _values(message), strict=True)), **constant} for message in fresh]
+    # A list of parameter sets: SQLAlchemy sends them as multi-row VALUES ("insertmanyvalues").
     return {str(key): int(new_id) for new_id, key in session.execute(statement, rows).all()}
+
+
+def _ids(session: Session, keys: list[str]) -> dict[str, int]:
+    """dedup key -> id of each of `keys` that is stored."""
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        rows = session.execute(
+            select(InboxEntry.dedup_key, InboxEntry.id).where(
+                InboxEntry.dedup_key.in_(keys[start : start + 500])
+            )
+        )
+        found.update({str(key): int(row_id) for key, row_id in rows.all()})
+    return found
 
 
 def _merge_duplicates(session: Session, again: dict[str, list[tuple[str, ...]]]) -> dict[str, int]:

@@ -6,12 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from rules.message_keys import dedup_key
 from storage import inbox
 from storage.address_columns import ADDRESS_LENGTH
 from storage.db import Database
 from storage.models import InboxEntry
+from tests.conftest import PostgresServer
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
@@ -420,3 +422,58 @@ def test_an_empty_batch_stores_nothing_and_an_unknown_source_is_refused(db: Data
         with pytest.raises(ValueError, match="unknown inbox source"):
             inbox.store_many(session, [_incoming(REPORT)], source="carrier-pigeon", now=NOW)
         assert inbox.count_by_state(session) == {}
+
+
+def test_a_batch_is_due_at_the_moment_it_was_stored_and_not_before(db: Database) -> None:
+    """The batch insert formats its times as every other query does (SQLite keeps text)."""
+    with db.transaction() as session:
+        stored = inbox.store_many(session, [_incoming(_report(1))], source="imap", now=NOW)
+        assert inbox.claim_due(session, NOW - timedelta(microseconds=1), LEASE) == []
+        [claimed] = inbox.claim_due(session, NOW, LEASE)
+    assert (claimed.id, claimed.received_at, claimed.attempts) == (stored[0].id, NOW, 0)
+
+
+@pytest.mark.postgres
+def test_a_key_another_instance_stores_meanwhile_is_a_duplicate(
+    postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: another instance commits one of the batch's messages between the batch's
+    look-up and its insert. That one is a duplicate with the other's id; the rest are new."""
+    db = Database(postgres.migrated())
+    other = Database(db.url)
+    looked_up = inbox._ids
+    raced: list[int] = []
+    racing: list[bool] = []
+
+    def lookup_then_race(session: Session, keys: list[str]) -> dict[str, int]:
+        found = looked_up(session, keys)
+        if not racing:  # the batch's look-up: the other instance stores its copy now
+            racing.append(True)
+            with other.transaction() as elsewhere:
+                raced.append(
+                    inbox.store(
+                        elsewhere,
+                        raw=_report(2),
+                        envelope_sender=None,
+                        recipients=["conduct+other@example.org"],
+                        source="smtp",
+                        now=NOW,
+                    ).id
+                )
+        return found
+
+    monkeypatch.setattr(inbox, "_ids", lookup_then_race)
+    try:
+        with db.transaction() as session:
+            batch = [_incoming(_report(n)) for n in (1, 2, 3)]
+            stored = inbox.store_many(session, batch, source="imap", now=NOW)
+        assert [s.duplicate for s in stored] == [False, True, False]
+        assert stored[1].id == raced[0]
+        with db.transaction() as session:
+            merged = inbox.get(session, raced[0])
+            assert inbox.count_by_state(session) == {inbox.PENDING: 3}
+        assert merged is not None
+        assert merged.envelope_recipients == ("conduct+other@example.org", "conduct@example.org")
+    finally:
+        db.dispose()
+        other.dispose()
