@@ -107,12 +107,27 @@ def connect(
     return connection
 
 
+def _quiet(client: Any) -> None:
+    """Turn off imaplib's protocol trace, which imapclient turns on (`debug = 5`) and
+    sends to its own logger.
+
+    The gateway never shows that logger (libraries log warnings only), yet imaplib
+    formats a repr of every line and every message it reads for it. That formatting costs
+    more than parsing the answer: a backlog fetch is about a third faster without it.
+    And the text of a report is never formatted for a log.
+    """
+    imaplib = getattr(client, "_imap", None)
+    if imaplib is not None:
+        imaplib.debug = 0
+
+
 class ImapConnection:
     """One logged-in session; `abort` may be called from another thread to unblock it."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
         self._lock = threading.Lock()
+        _quiet(client)
 
     def has(self, capability: str) -> bool:
         with _translated():

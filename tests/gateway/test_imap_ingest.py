@@ -230,6 +230,26 @@ def test_listing_gives_exact_size_and_flags_only_above_the_bound(
     assert listed[2] == Listed(uids[2], 16384, ())
 
 
+def test_a_fetch_formats_no_protocol_trace_even_with_its_logger_on_debug(
+    dovecot: PrivateDovecot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """imapclient turns imaplib's trace on; the wrapper turns it off, so no report's text is
+    formatted for a log (and the fetch does not pay for formatting it)."""
+    user, tag = dovecot.add_user(), uuid.uuid4().hex[:6]
+    secret = b"Only the conduct team may read this line."
+    dovecot.append(user, report(tag, 0, body=secret + b"\r\n"))
+    caplog.set_level(logging.DEBUG, logger="imapclient")
+    connection = _connect(dovecot, user)
+    try:
+        connection.select("INBOX")
+        fetched = connection.fetch([m.uid for m in connection.listing(16384)])
+    finally:
+        connection.close()
+    assert [secret in raw for raw in fetched.values()] == [True]
+    traced = [r.getMessage() for r in caplog.records if r.name.startswith("imapclient.imaplib")]
+    assert not [line for line in traced if "conduct team" in line]
+
+
 def test_a_refused_second_connection_moves_every_batch_on_the_first(
     tmp_path: Path,
     database_url: str,
