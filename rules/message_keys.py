@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
+
+from rules.line_endings import normalise_line_endings
 
 # The header block ends at the first empty line; relays and mailbox providers add
 # or rewrite header fields (Received, Return-Path, X-Original-To) but leave the body.
@@ -12,6 +15,16 @@ _MESSAGE_ID = re.compile(
     rb"^message-id[ \t]*:[ \t]*((?:.|\r?\n[ \t])*)", re.IGNORECASE | re.MULTILINE
 )
 _ID = re.compile(rb"<([^<>\s]{1,900})>")
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """A received message with its line ends normalised, and what intake reads from it."""
+
+    raw: bytes  # every line end CRLF, as `normalise_line_endings` gives it
+    header: bytes  # the header block, as `split_message` gives it; for `recover_from_header`
+    dedup_key: str
+    message_id: str | None
 
 
 def split_message(raw: bytes) -> tuple[bytes, bytes]:
@@ -29,13 +42,28 @@ def message_id(raw: bytes) -> str | None:
 
 
 def _message_id(header: bytes) -> str | None:
-    field = _MESSAGE_ID.search(header)
+    field = _first_message_id_field(header)
     if field is None:
         return None
     inner = _ID.search(field.group(1))
     value = inner.group(1) if inner is not None else field.group(1).strip()
     text = value.decode("ascii", "replace").strip()
     return text[:900] or None
+
+
+def _first_message_id_field(header: bytes) -> re.Match[bytes] | None:
+    """`_MESSAGE_ID.search(header)`, tried only where the name is: a regex search tries
+    every position of a long header block, `bytes.find` skips to the candidates."""
+    # bytes.lower() folds ASCII letters only, as IGNORECASE does for a bytes pattern; `^`
+    # still holds `match` to the start of a line, so a name mid-line is passed over.
+    lowered = header.lower()
+    position = lowered.find(b"message-id")
+    while position != -1:
+        field = _MESSAGE_ID.match(header, position)
+        if field is not None:
+            return field
+        position = lowered.find(b"message-id", position + 1)
+    return None
 
 
 def dedup_key(raw: bytes) -> str:
@@ -48,11 +76,33 @@ def keys(raw: bytes) -> tuple[str, str | None]:
     header, body = split_message(raw)
     mid = _message_id(header)
     if mid is None:
-        return "raw:" + hashlib.sha256(raw).hexdigest(), None
-    digest = hashlib.sha256(mid.encode("utf-8") + b"\0" + _canonical_body(body)).hexdigest()
-    return "mid:" + digest, mid
+        return _raw_key(raw), None
+    return _mid_key(mid, _canonical_body(body)), mid
+
+
+def normalise_and_key(raw: bytes) -> Keyed:
+    """`normalise_line_endings`, then `split_message` and `keys` of the result, with the same
+    results in one cheaper pass: what the IMAP watcher does for every fetched message."""
+    raw = normalise_line_endings(raw)
+    # With every line end CRLF, the first empty line is the first CRLF CRLF: `bytes.find`
+    # is cheaper than `_HEADER_END`, and the canonical body is the body without its CRs.
+    end = raw.find(b"\r\n\r\n")
+    header, body = (raw, b"") if end == -1 else (raw[:end], raw[end + 4 :])
+    mid = _message_id(header)
+    if mid is None:
+        return Keyed(raw, header, _raw_key(raw), None)
+    return Keyed(raw, header, _mid_key(mid, body.replace(b"\r", b"").rstrip(b"\n")), mid)
+
+
+def _raw_key(raw: bytes) -> str:
+    return "raw:" + hashlib.sha256(raw).hexdigest()
+
+
+def _mid_key(mid: str, canonical_body: bytes) -> str:
+    return "mid:" + hashlib.sha256(mid.encode("utf-8") + b"\0" + canonical_body).hexdigest()
 
 
 def _canonical_body(body: bytes) -> bytes:
     # Line endings and trailing blank lines are what MTAs and IMAP servers do change.
+    # `normalise_and_key` has a cheaper form for CRLF-only bodies: change both together.
     return body.replace(b"\r\n", b"\n").rstrip(b"\n")

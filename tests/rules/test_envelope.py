@@ -5,16 +5,19 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import random
+import re
 from pathlib import Path
 
 import pytest
 
 from rules.addresses import AddressError, domain_of, parse_header_addresses
 from rules.envelope import (
+    WANTED,
     RecoveredEnvelope,
     header_addresses,
     parse_fields,
     recover,
+    recover_from_header,
     scan_fields,
 )
 from rules.line_endings import normalise_line_endings
@@ -162,3 +165,102 @@ def test_plain_address_lists_give_what_the_header_registry_gives() -> None:
         assert header_addresses(value) == expected, value
         plain += bool(expected)
     assert plain > 1000  # the generator does make addresses the fast path takes
+
+
+_OLD_FIELD = re.compile(r"([!-9;-~]+):[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)(?:\r?\n|\Z)")
+
+
+def _old_scan_fields(header: bytes) -> list[tuple[str, str]] | None:
+    """`scan_fields` as it was before the block checks: one regex match per field."""
+    try:
+        text = header.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    fields = []
+    position = 0
+    while position < len(text):
+        found = _OLD_FIELD.match(text, position)
+        if found is None:
+            return None
+        name = found.group(1).lower()
+        if name in WANTED:
+            fields.append((name, found.group(2)))
+        position = found.end()
+    return fields
+
+
+# Lines for generated header blocks: wanted and other fields in any case, folding, empty
+# values, names the stdlib would not take, junk lines, 8-bit bytes and control characters.
+SCAN_LINES = [
+    "Return-Path: <rita@example.net>",
+    "return-path:<>",
+    "To: conduct@example.org",
+    "TO:\tConduct <conduct+1@example.org>,",
+    "cC: a@example.org",
+    "Delivered-To: conduct+2@example.org",
+    "X-Original-To:",
+    "x-original-to: conduct+3@example.org ",
+    "Received: from mx (mx [192.0.2.1])",
+    "Tox: not-to@example.org",
+    "X-To: not-to@example.org",
+    "Subject: To: conduct@example.org",
+    "DKIM-Signature: v=1; a=rsa-sha256; b=abc",
+    " folded continuation",
+    "\tanother@example.org",
+    " ",
+    "",
+    "To : space before colon",
+    ": empty name",
+    "not a field",
+    "From rita@example.net Mon Jan  1 00:00:00 2026",
+    "To: caf\xe9@example.org",
+    "To: \x00nul\x0bvt\x0cff\x1cfs@example.org",
+    "Cc: \x85next-line@example.org",
+]
+SCAN_ENDS = ["\r\n", "\r\n", "\r\n", "\n", "\r", "\r\r\n", ""]
+
+
+def _generated_header_blocks(count: int) -> list[bytes]:
+    rng = random.Random(9)
+    blocks = []
+    for _ in range(count):
+        lines = [rng.choice(SCAN_LINES) for _ in range(rng.randint(0, 7))]
+        text = "".join(line + rng.choice(SCAN_ENDS) for line in lines)
+        if rng.random() < 0.5:  # most real blocks end without a line end
+            text = text.rstrip("\r\n")
+        blocks.append(text.encode("latin-1"))
+    return blocks
+
+
+def test_the_scan_gives_what_the_field_by_field_scan_gave() -> None:
+    blocks = [split_message(raw)[0] for raw in _messages()] + [
+        header.encode("latin-1") for header in SCAN_LINES
+    ]
+    for header in blocks + _generated_header_blocks(20_000):
+        assert scan_fields(header) == _old_scan_fields(header), header
+
+
+def test_the_generated_blocks_reach_both_paths() -> None:
+    scanned = [scan_fields(header) for header in _generated_header_blocks(20_000)]
+    assert sum(fields is None for fields in scanned) > 2000
+    assert sum(bool(fields) for fields in scanned) > 2000
+
+
+@pytest.mark.parametrize("raw", _messages())
+def test_recover_from_header_gives_what_recover_gives(raw: bytes) -> None:
+    header, _ = split_message(raw)
+    assert recover_from_header(header, CONDUCT) == recover(raw, CONDUCT)
+
+
+def test_cached_addresses_are_a_fresh_list_each_time() -> None:
+    value = "Rita <rita@example.net>, conduct@example.org"
+    first = header_addresses(value)
+    first.append("changed@example.net")
+    assert header_addresses(value) == ["rita@example.net", "conduct@example.org"]
+
+
+def test_a_long_address_list_is_read_as_a_short_one() -> None:
+    value = ", ".join(f"u{n}@example.org" for n in range(100))
+    assert len(value) > 1000
+    expected = [address for _, address in parse_header_addresses(value)]
+    assert header_addresses(value) == expected == [f"u{n}@example.org" for n in range(100)]
