@@ -14,8 +14,8 @@ from gateway import imap_notice, logs
 from gateway.config import ImapSettings, Settings
 from gateway.imap_client import ImapConnection, ImapError, Listed
 from gateway.imap_mover import Mover
-from rules.envelope import RecoveredEnvelope, recover
-from rules.line_endings import normalise_line_endings
+from rules.envelope import RecoveredEnvelope, recover_from_header
+from rules.message_keys import normalise_and_key
 from storage import imap_state, inbox
 from storage.db import Database
 
@@ -74,7 +74,7 @@ class _Target:
         the folder, and newer mail behind it, forever.
         """
         conduct = self.settings.gateway.conduct_address
-        prepared = [(uid, _incoming(normalise_line_endings(raw), conduct)) for uid, raw in found]
+        prepared = [(uid, _incoming(raw, conduct)) for uid, raw in found]
         if len(prepared) > 1:
             with contextlib.suppress(*REFUSED_VALUE):
                 return _committed(prepared, self._store(prepared))
@@ -227,11 +227,20 @@ def _batches(listing: list[Listed]) -> Iterator[list[int]]:
 
 
 def _incoming(raw: bytes, conduct_address: str) -> inbox.Incoming:
+    """A fetched message as the inbox takes it: line ends normalised, keyed, its envelope
+    recovered from its headers (one pass over the bytes: `normalise_and_key`)."""
+    keyed = normalise_and_key(raw)
     try:
-        envelope = recover(raw, conduct_address)
+        envelope = recover_from_header(keyed.header, conduct_address)
     except Exception:  # unreadable headers: the mailbox is the conduct address anyway
         envelope = RecoveredEnvelope(None, ())
-    return inbox.incoming(raw, envelope.sender, envelope.recipients or (conduct_address,))
+    return inbox.Incoming(
+        keyed.raw,
+        envelope.sender,
+        envelope.recipients or (conduct_address,),
+        keyed.dedup_key,
+        keyed.message_id,
+    )
 
 
 def _too_large(
