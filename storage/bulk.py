@@ -1,7 +1,7 @@
-"""Many rows in one DB-API `executemany`: the inbox's batches (IMAP, SMTP group commits).
+"""Many rows in one statement: the inbox's batches (IMAP, SMTP group commits).
 
 SQLAlchemy processes every bound value of every row in Python (type decorators, the
-datetime format SQLite stores): for a batch of 500 messages that cost more than the
+datetime format SQLite stores): for a batch of 500 messages that costs more than the
 insert. Here a value that is the same in every row (`now`, the source, the state) is
 processed once, and the others still go through their column type's own processing, so
 what is stored is what an ORM or Core insert would store.
@@ -9,11 +9,12 @@ what is stored is what an ORM or Core insert would store.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Table
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
 Processor = Callable[[Any], Any]
@@ -46,19 +47,58 @@ def insert_many(
     connection = session.connection()
     dialect = connection.dialect
     processors = [_processor(table, name, dialect) for name in varying]
-    fixed = tuple(
-        _bound(_processor(table, name, dialect), value) for name, value in constant.items()
-    )
-    quote = dialect.identifier_preparer.quote
-    names = [*varying, *constant]
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
-    # Names and clause come from this code, never from mail; the values are bound.
-    columns = ", ".join(quote(name) for name in names)
-    markers = ", ".join([marker] * len(names))
-    statement = f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({markers}) {on_conflict}"  # noqa: S608
-    parameters = [
+    values = [
         tuple(_bound(process, value) for process, value in zip(processors, row, strict=True))
-        + fixed
         for row in rows
     ]
-    return int(connection.exec_driver_sql(statement, parameters).rowcount)
+    fixed = {
+        name: _bound(_processor(table, name, dialect), value) for name, value in constant.items()
+    }
+    if dialect.name == "postgresql":
+        return _insert_unnested(connection, table, varying, values, fixed, on_conflict)
+    # Names and clauses come from this code, never from mail; every value is bound.
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(name) for name in [*varying, *fixed])
+    markers = ", ".join(
+        ["?" if dialect.paramstyle == "qmark" else "%s"] * (len(varying) + len(fixed))
+    )
+    statement = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({markers}) {on_conflict}"  # noqa: S608
+    same = tuple(fixed.values())
+    return int(connection.exec_driver_sql(statement, [row + same for row in values]).rowcount)
+
+
+def _insert_unnested(
+    connection: Connection,
+    table: Table,
+    varying: Sequence[str],
+    values: list[tuple[Any, ...]],
+    fixed: dict[str, Any],
+    on_conflict: str,
+) -> int:
+    """PostgreSQL: one statement with one array per column (`unnest`), where psycopg's
+    executemany would send the statement once per row. Arrays are cast to the column type
+    without its length, so that an over-long value fails as in a plain INSERT instead of
+    being cut. A column that is NULL in every row is bound as one NULL: psycopg cannot tell
+    the type of a list of nothing but None."""
+    dialect = connection.dialect
+    quote = dialect.identifier_preparer.quote
+    arrays: dict[str, list[Any]] = {}
+    single = dict(fixed)
+    for name, column in zip(varying, zip(*values, strict=True), strict=True):
+        if any(value is not None for value in column):
+            arrays[name] = list(column)
+        else:
+            single[name] = None
+    names = ", ".join(quote(name) for name in [*arrays, *single])
+    # %b: arrays go in binary; as text, each message's bytes would be escaped into a literal.
+    unnest = ", ".join(f"%b::{_unsized(table, name, dialect)}[]" for name in arrays)
+    each = "".join(f", %s::{_unsized(table, name, dialect)}" for name in single)
+    source = f"SELECT u.*{each} FROM unnest({unnest}) AS u WHERE true"  # noqa: S608
+    statement = f"INSERT INTO {quote(table.name)} ({names}) {source} {on_conflict}"
+    arguments = (*single.values(), *arrays.values())  # in the order of their placeholders
+    return int(connection.exec_driver_sql(statement, arguments).rowcount)
+
+
+def _unsized(table: Table, name: str, dialect: Dialect) -> str:
+    """The column's SQL type without a length: VARCHAR(320) -> VARCHAR."""
+    return re.sub(r"\(\d+\)", "", table.c[name].type.compile(dialect=dialect))
