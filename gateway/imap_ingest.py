@@ -15,7 +15,7 @@ from gateway.config import ImapSettings, Settings
 from gateway.imap_client import ImapConnection, ImapError, Listed
 from gateway.imap_mover import Mover
 from rules.envelope import RecoveredEnvelope, recover_from_header
-from rules.message_keys import normalise_and_key
+from rules.message_keys import normalise_and_key, split_message
 from storage import imap_state, inbox
 from storage.db import Database
 
@@ -48,11 +48,16 @@ class Committed:
     uids: list[int]
     new: int  # new inbox rows
     duplicates: int
+    refused: tuple[int, ...] = ()  # first refused now: left in the folder, to be flagged
 
 
-def _committed(prepared: list[tuple[int, inbox.Incoming]], stored: list[inbox.Stored]) -> Committed:
+def _committed(
+    prepared: list[tuple[int, inbox.Incoming]],
+    stored: list[inbox.Stored],
+    refused: tuple[int, ...] = (),
+) -> Committed:
     duplicates = sum(result.duplicate for result in stored)
-    return Committed([uid for uid, _ in prepared], len(stored) - duplicates, duplicates)
+    return Committed([uid for uid, _ in prepared], len(stored) - duplicates, duplicates, refused)
 
 
 @dataclass(frozen=True)
@@ -90,26 +95,47 @@ class _Target:
         return stored
 
     def _one_by_one(self, prepared: list[tuple[int, inbox.Incoming]]) -> Committed:
-        """Each message in its own transaction; one the database refuses is left in the
-        folder, uncommitted and so never moved, and logged with its UID for the operator."""
+        """Each message in its own transaction. One the database refuses is left in the
+        folder, uncommitted and so never moved; it is recorded as refused, so that later
+        passes leave it alone, and the operator (log) and staff (mail) are told once."""
         kept: list[tuple[int, inbox.Incoming]] = []
         stored: list[inbox.Stored] = []
+        refused: list[int] = []
         for uid, message in prepared:
             try:
                 stored += self._store([(uid, message)])
             except REFUSED_VALUE as error:
-                logs.event(
-                    log,
-                    logging.ERROR,
-                    "imap-store-refused",
-                    uid=uid,
-                    uidvalidity=self.uidvalidity,
-                    message_id=message.message_id,
-                    error=type(error).__name__,
-                )
+                if self._refused(uid, message, error):
+                    refused.append(uid)
                 continue
             kept.append((uid, message))
-        return _committed(kept, stored)
+        return _committed(kept, stored, tuple(refused))
+
+    def _refused(self, uid: int, message: inbox.Incoming, error: Exception) -> bool:
+        """Record `uid` as refused and tell staff; False when it was recorded before."""
+        settings = self.settings
+        header, _ = split_message(message.raw)
+        notice = imap_notice.Left(
+            settings.imap.folder, self.uidvalidity, uid, len(message.raw), header, refused=True
+        )
+        with self.database.transaction() as session:
+            now = self.clock()
+            first = imap_state.claim_left(
+                session, self.mailbox, self.uidvalidity, uid, imap_state.REFUSED, now
+            )
+            told = imap_notice.report(session, settings, notice, now) if first else 0
+        if first:
+            logs.event(
+                log,
+                logging.ERROR,
+                "imap-store-refused",
+                uid=uid,
+                uidvalidity=self.uidvalidity,
+                message_id=message.message_id,
+                error=type(error).__name__,
+                staff_told=told,
+            )
+        return first
 
     def mark_moved(self, uids: list[int]) -> None:
         with self.database.transaction() as session:
@@ -142,11 +168,13 @@ def ingest_folder(
     if unmoved:
         connection.move(unmoved, imap.processed_folder)
         target.mark_moved(unmoved)
-    big = [m for m in listing if known.get(m.uid) not in IN_INBOX and m.size > limit]
+    # Refused by the database before: left where it is (tell staff once, not each pass).
+    new = [m for m in listing if known.get(m.uid) not in (*IN_INBOX, imap_state.REFUSED)]
+    big = [m for m in new if m.size > limit]
     for found in big:
         alive()
         _too_large(connection, target, found, known)
-    wanted = [m for m in listing if known.get(m.uid) not in IN_INBOX and m.size <= limit]
+    wanted = [m for m in new if m.size <= limit]
     batches = list(_batches(wanted))
     mover = None
     if second is not None and len(batches) > 1:
@@ -182,6 +210,8 @@ def _take_in(
             continue
         committed = target.commit(fetched)
         stored, duplicates = stored + committed.new, duplicates + committed.duplicates
+        if committed.refused:
+            _flag(connection, list(committed.refused), imap_notice.REFUSED_KEYWORD)
         uids = committed.uids
         if not uids:
             continue
@@ -251,10 +281,12 @@ def _too_large(
         return
     settings, uidvalidity = target.settings, target.uidvalidity
     headers = connection.header_fields(found.uid, imap_notice.HEADER_FIELDS)
-    notice = imap_notice.TooLarge(settings.imap.folder, uidvalidity, found.uid, found.size, headers)
+    notice = imap_notice.Left(settings.imap.folder, uidvalidity, found.uid, found.size, headers)
     with target.database.transaction() as session:
         now = target.clock()
-        first = imap_state.claim_too_large(session, target.mailbox, uidvalidity, found.uid, now)
+        first = imap_state.claim_left(
+            session, target.mailbox, uidvalidity, found.uid, imap_state.TOO_LARGE, now
+        )
         mails = imap_notice.report(session, settings, notice, now) if first else 0
     if first:
         logs.event(
@@ -267,10 +299,15 @@ def _too_large(
             limit=settings.smtp.max_message_size,
             staff_told=mails,
         )
-    if imap_notice.KEYWORD in found.flags:
-        return
+    if imap_notice.KEYWORD not in found.flags:
+        _flag(connection, [found.uid], imap_notice.KEYWORD)
+
+
+def _flag(connection: ImapConnection, uids: list[int], keyword: str) -> None:
+    """Mark messages left in the folder, for whoever reads the mailbox."""
     try:
-        connection.add_keyword([found.uid], imap_notice.KEYWORD)
+        connection.add_keyword(uids, keyword)
     except ImapError as error:
-        # The state row already keeps staff from being told again.
-        logs.event(log, logging.WARNING, "imap-flag-refused", uid=found.uid, detail=str(error))
+        # The state rows already keep staff from being told again.
+        for uid in uids:
+            logs.event(log, logging.WARNING, "imap-flag-refused", uid=uid, detail=str(error))

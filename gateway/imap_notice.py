@@ -1,4 +1,5 @@
-"""Tells staff, once, about an IMAP message too large to take in (issue 6): audit plus mail."""
+"""Tells staff, once, about an IMAP message left in the folder (issue 6): too large to take
+in, or refused by the database. Audit plus mail."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from storage import audit, cases, outbox
 
 ACTION = "imap-too-large"
 KEYWORD = "$ConductTooLarge"  # IMAP keyword (RFC 3501 flag-keyword) left on the message
+REFUSED_ACTION = "imap-store-refused"
+REFUSED_KEYWORD = "$ConductRefused"
 # Shown in the notice: Message-ID, From, Subject, Date. Deciding who gets it: From, To, Cc
 # and Subject name people; X-Original-To, Delivered-To and To say which conduct address
 # it was sent to, as rules/envelope.py recovers it for mail that is taken in.
@@ -36,12 +39,19 @@ HEADER_FIELDS = (
 
 
 @dataclass(frozen=True)
-class TooLarge:
+class Left:
+    """A message left in the watched folder, for staff to read there."""
+
     folder: str
     uidvalidity: int
     uid: int
     size: int
     headers: bytes  # the fields of HEADER_FIELDS, as the server sent them
+    refused: bool = False  # fetched, but the database would not store it (not too large)
+
+    @property
+    def keyword(self) -> str:
+        return REFUSED_KEYWORD if self.refused else KEYWORD
 
 
 def _header_values(raw: bytes) -> dict[str, str]:
@@ -70,7 +80,7 @@ def _audience(settings: Settings, headers: bytes, now: datetime) -> tuple[Person
     return report_intake.audience(parsing.parse(headers, None), team, to_director)
 
 
-def report(session: Session, settings: Settings, found: TooLarge, now: datetime) -> int:
+def report(session: Session, settings: Settings, found: Left, now: datetime) -> int:
     """In the caller's transaction: an audit event and one mail to each staff member (or
     the director) the report would reach; returns how many were told."""
     gateway = settings.gateway
@@ -79,7 +89,7 @@ def report(session: Session, settings: Settings, found: TooLarge, now: datetime)
     audit.append(
         session,
         at=now,
-        action=ACTION,
+        action=REFUSED_ACTION if found.refused else ACTION,
         actor=None,
         detail={
             "folder": found.folder,
@@ -90,11 +100,11 @@ def report(session: Session, settings: Settings, found: TooLarge, now: datetime)
         },
     )
     body = templates.render(
-        "imap-too-large",
+        "imap-refused" if found.refused else "imap-too-large",
         {
             "folder": found.folder,
             "limit": str(settings.smtp.max_message_size),
-            "keyword": KEYWORD,
+            "keyword": found.keyword,
             "size": str(found.size),
             "message_id": values["message-id"],
             "sender": values["from"],
@@ -106,7 +116,8 @@ def report(session: Session, settings: Settings, found: TooLarge, now: datetime)
     )
     conduct = gateway.conduct_address
     domain = conduct.rpartition("@")[2]
-    subject = f"[{gateway.case_tag}] A message too large to take in waits in {found.folder}"
+    what = "could not be stored" if found.refused else "too large to take in"
+    subject = f"[{gateway.case_tag}] A message {what} waits in {found.folder}"
     for person in told:
         message_id = tokens.new_message_id(domain)
         raw = compose(

@@ -202,6 +202,24 @@ max_message_size (the watcher tries again on its next pass), or forward the
 parts that matter to the conduct address.
 """
 
+IMAP_REFUSED = """\
+A message in the watched IMAP folder {folder} could not be stored: the database
+refused it. The gateway has not taken it in. It stays in the folder, flagged
+{keyword}, and no case was opened for it.
+
+Size:       {size} bytes
+Message-ID: {message_id}
+From:       {sender}
+Subject:    {subject}
+Date:       {date}
+IMAP UID:   {uid} (UIDVALIDITY {uidvalidity})
+
+Please read it in the mailbox itself, and forward the parts that matter to the
+conduct address. The gateway does not try it again by itself; the operator's log
+names the error (imap-store-refused). Moved out of the folder and back, it is
+tried once more.
+"""
+
 REMINDER = """\
 {text}
 Reply to this message to add a note to the case or to command it.
@@ -223,6 +241,7 @@ TEMPLATES: Mapping[str, str] = {
     "moderation": MODERATION,
     "reminder": REMINDER,
     "imap-too-large": IMAP_TOO_LARGE,
+    "imap-refused": IMAP_REFUSED,
 }
 
 

@@ -18,6 +18,8 @@ from storage.models import ImapSeen
 COMMITTED = "committed"  # in the inbox; still to be moved to the processed folder
 MOVED = "moved"
 TOO_LARGE = "too-large"  # left in the folder, flagged, staff told once
+REFUSED = "refused"  # the database would not store it: left in the folder, flagged, told once
+LEFT = (TOO_LARGE, REFUSED)
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,11 @@ def mark_moved(
         )
 
 
-def claim_too_large(
-    session: Session, mailbox: str, uidvalidity: int, uid: int, now: datetime
+def claim_left(
+    session: Session, mailbox: str, uidvalidity: int, uid: int, state: str, now: datetime
 ) -> bool:
-    """Record a too-large message; True only the first time, so staff are told once."""
+    """Record a message left in the folder (`TOO_LARGE` or `REFUSED`); True only the first
+    time, so staff are told once."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = (
         insert(ImapSeen)
@@ -94,7 +97,7 @@ def claim_too_large(
             uidvalidity=uidvalidity,
             uid=uid,
             dedup_key=None,
-            state=TOO_LARGE,
+            state=state,
             at=now,
         )
         .on_conflict_do_nothing(

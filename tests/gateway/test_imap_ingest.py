@@ -19,10 +19,10 @@ from gateway import imap_ingest
 from gateway.imap_client import ImapConnection, ImapConnectionLost, Listed, connect
 from gateway.imap_mover import FolderChanged, Mover
 from storage import inbox
-from storage.models import ImapSeen
+from storage.models import AuditEvent, ImapSeen, OutboxEntry
 from tests.dovecot import HOST, PrivateDovecot, private_dovecot
 from tests.gateway.gateway_setup import Gateway
-from tests.gateway.test_imap_watcher import imap_gateway, inbox_rows, report
+from tests.gateway.test_imap_watcher import count, imap_gateway, inbox_rows, report, session_rows
 
 pytestmark = pytest.mark.dovecot
 
@@ -48,6 +48,7 @@ class Checked:
         self.commits = 0
         self.fail_commit = self.fail_fetch = 0  # the call number that fails; 0: none
         self.fetches = 0
+        self.fetched_uids: list[list[int]] = []
         real_move, real_fetch = ImapConnection.move, ImapConnection.fetch
         real_commit = imap_ingest._Target.commit
 
@@ -62,6 +63,8 @@ class Checked:
             self.movers.add(threading.current_thread().name)
 
         def fetch(connection: ImapConnection, uids: Any) -> dict[int, bytes]:
+            uids = list(uids)
+            self.fetched_uids.append(uids)
             self.fetches += 1
             if self.fetches == self.fail_fetch:
                 raise ImapConnectionLost("injected during a fetch")
@@ -324,7 +327,7 @@ def test_a_message_with_values_postgresql_refuses_is_stored_and_moved_with_the_o
 
 
 @pytest.mark.parametrize("mover", [False, True], ids=["one-connection", "mover"])
-def test_a_message_the_database_refuses_stays_in_the_folder_and_the_rest_go_on(
+def test_a_message_the_database_refuses_stays_in_the_folder_and_staff_are_told_once(
     tmp_path: Path,
     database_url: str,
     dovecot: PrivateDovecot,
@@ -333,7 +336,8 @@ def test_a_message_the_database_refuses_stays_in_the_folder_and_the_rest_go_on(
     mover: bool,
 ) -> None:
     """A value nobody foresaw: the batch is committed one message at a time, the refused
-    one is logged with its UID and left in the folder, never moved uncommitted."""
+    one is left in the folder, never moved uncommitted, and flagged. The operator (log)
+    and staff (mail) are told once; later passes leave it alone and take in the rest."""
     tag = uuid.uuid4().hex[:6]
     refused = report(tag, 3, body=b"a value the database refuses\r\n")
     messages = (
@@ -360,10 +364,29 @@ def test_a_message_the_database_refuses_stays_in_the_folder_and_the_rest_go_on(
     ]
     expected = [f"imap-{tag}-{n}@example.net" for n in range(9) if n != 3]
     assert [row.message_id for row in inbox_rows(gateway)] == expected
-    assert _states(gateway) == ["moved"] * 8
-    # New mail behind it keeps coming in; the refused one waits in the folder.
+    assert sorted(_states(gateway)) == ["moved"] * 8 + ["refused"]
+    assert [getattr(r, "fields", {}).get("staff_told") for r in logged] == [2]
+    notices = [
+        (row.recipient, row.raw)
+        for row in session_rows(gateway, OutboxEntry)
+        if row.kind == "notification"
+    ]
+    assert sorted(recipient for recipient, _ in notices) == ["alice@example.org", "bob@example.org"]
+    assert all(b"could not be stored" in raw and b"$ConductRefused" in raw for _, raw in notices)
+    assert all(f"imap-{tag}-3@example.net".encode() in raw for _, raw in notices)
+    with dovecot.client(user) as client:
+        client.select_folder("INBOX", readonly=True)
+        assert b"$ConductRefused" in client.get_flags([left])[left]
+    # New mail behind it keeps coming in; the refused one waits in the folder, and is
+    # neither fetched nor reported again.
     dovecot.append(user, report(tag, 9))
-    again = _pass(gateway, dovecot, user, mover)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="conduct_gateway.imap"):
+        again = _pass(gateway, dovecot, user, mover)
     assert (again.stored, again.duplicates) == (1, 0)
     assert dovecot.uids(user, "INBOX") == [left]
     assert len(dovecot.uids(user, "Processed")) == 9
+    assert [r for r in caplog.records if r.name == "conduct_gateway.imap"] == []
+    assert left not in checked.fetched_uids[-1]
+    assert len([r for r in session_rows(gateway, OutboxEntry) if r.kind == "notification"]) == 2
+    assert count(gateway.database, AuditEvent, AuditEvent.action == "imap-store-refused") == 1

@@ -523,7 +523,7 @@ def test_a_too_large_notice_reaches_only_whom_the_report_would_reach(
     headers = (
         b"Message-ID: <big@example.net>\r\nFrom: Rita Reporter <rita@example.net>\r\n" + fields
     )
-    found = imap_notice.TooLarge("INBOX", 1, 7, 90_000_000, headers)
+    found = imap_notice.Left("INBOX", 1, 7, 90_000_000, headers)
     with gateway.database.transaction() as session:
         assert imap_notice.report(session, gateway.settings, found, gateway.now()) == len(told)
     assert notified(gateway) == told
