@@ -114,21 +114,14 @@ _VARYING = ("dedup_key", "message_id", "envelope_sender", "envelope_recipients",
 def _values(message: Incoming) -> tuple[Any, ...]:
     return (
         message.dedup_key,
-        _message_id_column(message.message_id),
+        # A NUL is stored as U+FFFD, as in every text column (storage/db.py `storable`);
+        # the dedup key is still hashed from the id as written.
+        message.message_id,
         # The raw message, Return-Path and all, is kept whole: only the column goes empty.
         usable_address(message.envelope_sender),
         json.dumps(list(message.recipients)),
         message.raw,
     )
-
-
-def _message_id_column(found: str | None) -> str | None:
-    """The Message-ID as stored: without NUL, which PostgreSQL refuses in text, so that
-    the id logged and searched for is its printable text. The dedup key is still hashed
-    from the id as written, so it stays what it always was."""
-    if found is None:
-        return None
-    return found.replace("\x00", "") or None
 
 
 class _Raced(Exception):
@@ -295,8 +288,8 @@ def mark_failed(
             attempts=InboxEntry.attempts + 1,
             next_attempt_at=retry_at,
             claimed_until=None,
-            # An error can quote a header, NUL and all; PostgreSQL refuses NUL in text.
-            last_error=error.replace("\x00", "")[:2000],
+            # An error can quote a header, NUL and all: stored as U+FFFD, as in any text.
+            last_error=error[:2000],
         )
         .returning(InboxEntry.id)
     )

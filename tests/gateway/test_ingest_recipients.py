@@ -82,4 +82,4 @@ def test_an_unusable_sender_or_a_nul_in_the_message_id_is_stored_with_exit_0(
     with gw.database.transaction() as session:
         [row] = session.execute(select(InboxEntry)).scalars()
         assert (row.raw, row.envelope_sender) == (raw, None)
-        assert row.message_id == "pipe-rep1@example.net"
+        assert row.message_id == "pipe-\ufffdrep1@example.net"  # as every text column stores NUL

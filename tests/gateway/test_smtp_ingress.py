@@ -241,7 +241,7 @@ def test_a_nul_in_the_message_id_and_a_330_character_sender_are_stored_with_250(
     assert [code for code, _ in replies] == [250, 250]
     [row] = gateway.rows()
     assert row.id == queue_id(replies[0][1]) == queue_id(replies[1][1])
-    assert (row.raw, row.envelope_sender, row.message_id) == (raw, None, "oddid@example.net")
+    assert (row.raw, row.envelope_sender, row.message_id) == (raw, None, "odd\ufffdid@example.net")
 
 
 def test_postmaster_mail_is_kept_like_conduct_mail(gateway: Gateway) -> None:

@@ -202,9 +202,7 @@ def test_a_failure_recorded_with_a_nul_in_its_text_is_kept(db: Database) -> None
         assert inbox.mark_failed(session, entry, NOW, "ValueError: bad\x00header", NOW)
     state, attempts, error = _state(db, stored.id)
     assert (state, attempts) == ("failed", 1)
-    assert error is not None
-    assert error.startswith("ValueError: bad")
-    assert "\x00" not in error
+    assert error == "ValueError: bad\ufffdheader"  # as every text column stores NUL
 
 
 @pytest.mark.parametrize(
@@ -260,12 +258,12 @@ def test_an_envelope_sender_of_the_column_s_full_length_is_kept(db: Database) ->
 @pytest.mark.parametrize(
     ("field", "column"),
     [
-        (b"Message-ID: <a\x00b@example.net>", "ab@example.net"),
-        (b"Message-ID: junk\x00id", "junkid"),
+        (b"Message-ID: <a\x00b@example.net>", "a\ufffdb@example.net"),
+        (b"Message-ID: junk\x00id", "junk\ufffdid"),
     ],
     ids=["bracketed", "unbracketed"],
 )
-def test_a_nul_in_the_message_id_is_left_out_of_the_column_but_not_the_key(
+def test_a_nul_in_the_message_id_is_replaced_in_the_column_but_not_in_the_key(
     db: Database, field: bytes, column: str
 ) -> None:
     raw = field + b"\r\nSubject: hi\r\n\r\nbody\r\n"
