@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -21,7 +20,7 @@ from handlers.list_posts import ListDecision, ListVerdict
 from handlers.message import ParsedMessage
 from handlers.outcome import Verdict
 from rules import reminders, tokens
-from rules.addresses import AddressError, normalise
+from rules.addresses import normalise
 from rules.list_identities import Identities
 from rules.message_keys import dedup_key, split_message
 from rules.routing import RoutingTable, route
@@ -66,15 +65,6 @@ def needs_smtputf8(sender: str, recipient: str, raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def _post_addresses(envelope: IncomingEnvelope, found: Identities) -> list[str]:
-    """The post's sender identities, normalised, as the no-contact check reads them."""
-    addresses = [*found.from_addresses, *found.sender_addresses]
-    if envelope.mail_from:
-        with contextlib.suppress(AddressError):
-            addresses.append(normalise(envelope.mail_from))
-    return addresses
 
 
 def _case_staff(session: Session, settings: Settings, case: int) -> list[str]:
@@ -195,11 +185,11 @@ class ListRecords:
         recipients = list(dict.fromkeys(v.target.recipient for v in verdicts))
         reason = f"ban {ban.id}" if ban is not None else first.rule
         case = ban.case if ban is not None else None
-        if first.rule == "no-contact":  # handlers/list_posts.decide's rule id
+        if first.accused is not None:  # a no-contact hold (handlers/list_posts.decide)
             # The accused wrote to someone the sanction protects: the case's staff need
             # to know, as they would of a post held by the case's ban (SPEC section 6).
-            senders = _post_addresses(envelope, found)
-            case = next(iter(no_contact.cases_of_accused(session, senders, now)), None)
+            accused = [first.accused]
+            case = next(iter(no_contact.cases_of_accused(session, accused, now)), None)
         parsed = parsing.parse(raw, envelope.mail_from or None)
         held_id = held.hold(
             session,

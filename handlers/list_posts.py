@@ -43,6 +43,7 @@ class ListVerdict:
     verdict: Verdict
     rule: str
     hits: tuple[Hit, ...] = ()
+    accused: str | None = None  # a no-contact hold: the poster's address the sanction names
 
 
 @dataclass(frozen=True)
@@ -74,19 +75,21 @@ def _hits(
     return tuple(hits)
 
 
-def _breaks_no_contact(
+def _no_contact_breach(
     pairs: Sequence[tuple[str, str]], found: Identities, no_contact: NoContact
-) -> bool:
+) -> str | None:
+    """The poster's address that a no-contact sanction names, when the post writes or
+    replies to someone the sanction protects; None when it does neither."""
     for _, address in pairs:
         protected = no_contact.protected.get(address)
         if not protected:
             continue
         if protected & set(found.to_cc):
-            return True
+            return address
         replied_to = {no_contact.referenced_senders.get(mid) for mid in found.references}
         if protected & {s for s in replied_to if s}:
-            return True
-    return False
+            return address
+    return None
 
 
 def _latest_end(hits: Sequence[Hit]) -> datetime | None:
@@ -113,11 +116,12 @@ def decide(
     verdicts = []
     for target in targets:
         hits = _hits(pairs, target, lookup, now)
+        accused = _no_contact_breach(pairs, found, no_contact) if target.bans_apply else None
         if hits:
             verdicts.append(ListVerdict(target, ACTIONS[ban_action], "ban", hits))
-        elif target.bans_apply and _breaks_no_contact(pairs, found, no_contact):
+        elif accused is not None:
             # No-contact holds whatever ban_action says: a moderator should see it.
-            verdicts.append(ListVerdict(target, Verdict.HOLD, "no-contact"))
+            verdicts.append(ListVerdict(target, Verdict.HOLD, "no-contact", accused=accused))
         else:
             verdicts.append(ListVerdict(target, Verdict.ACCEPT, "permitted"))
     rejected = [v for v in verdicts if v.verdict is Verdict.REJECT]

@@ -111,6 +111,7 @@ def test_no_contact_holds_a_reply_to_the_reporter_s_post() -> None:
     decision = run(BanIndex([]), post(references=("p1@x",)), (DEV,), no_contact=no_contact)
     assert decision.verdicts[0].verdict is Verdict.HOLD
     assert decision.verdicts[0].rule == "no-contact"
+    assert decision.verdicts[0].accused == "poster@example.com"  # finds the hold's case
     assert decision.reply is None
 
 
@@ -118,6 +119,7 @@ def test_no_contact_holds_a_post_naming_the_target_in_cc() -> None:
     no_contact = NoContact({"poster@example.com": frozenset({"target@example.net"})})
     decision = run(BanIndex([]), post(to_cc=("target@example.net",)), (DEV,), no_contact=no_contact)
     assert decision.verdicts[0].verdict is Verdict.HOLD
+    assert decision.verdicts[0].accused == "poster@example.com"
 
 
 def test_no_contact_lets_unrelated_posts_through() -> None:
@@ -126,3 +128,4 @@ def test_no_contact_lets_unrelated_posts_through() -> None:
     )
     decision = run(BanIndex([]), post(references=("p1@x",)), (DEV,), no_contact=no_contact)
     assert decision.verdicts[0].verdict is Verdict.ACCEPT
+    assert decision.verdicts[0].accused is None
