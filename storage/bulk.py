@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Table
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, CursorResult, Dialect
 from sqlalchemy.orm import Session
 
 Processor = Callable[[Any], Any]
@@ -28,6 +28,25 @@ def _processor(table: Table, name: str, dialect: Dialect) -> Processor | None:
 
 def _bound(process: Processor | None, value: Any) -> Any:
     return value if process is None else process(value)
+
+
+def _processed(
+    table: Table,
+    dialect: Dialect,
+    varying: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    constant: Mapping[str, Any],
+) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+    """Each row's values through their column's processing, and the constants once."""
+    processors = [_processor(table, name, dialect) for name in varying]
+    values = [
+        tuple(_bound(process, value) for process, value in zip(processors, row, strict=True))
+        for row in rows
+    ]
+    fixed = {
+        name: _bound(_processor(table, name, dialect), value) for name, value in constant.items()
+    }
+    return values, fixed
 
 
 def insert_many(
@@ -46,16 +65,10 @@ def insert_many(
         return 0
     connection = session.connection()
     dialect = connection.dialect
-    processors = [_processor(table, name, dialect) for name in varying]
-    values = [
-        tuple(_bound(process, value) for process, value in zip(processors, row, strict=True))
-        for row in rows
-    ]
-    fixed = {
-        name: _bound(_processor(table, name, dialect), value) for name, value in constant.items()
-    }
+    values, fixed = _processed(table, dialect, varying, rows, constant)
     if dialect.name == "postgresql":
-        return _insert_unnested(connection, table, varying, values, fixed, on_conflict)
+        result = _insert_unnested(connection, table, varying, values, fixed, on_conflict, ())
+        return int(result.rowcount)
     # Names and clauses come from this code, never from mail; every value is bound.
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(name) for name in [*varying, *fixed])
@@ -67,6 +80,29 @@ def insert_many(
     return int(connection.exec_driver_sql(statement, [row + same for row in values]).rowcount)
 
 
+def insert_returning(
+    session: Session,
+    table: Table,
+    varying: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    constant: Mapping[str, Any],
+    *,
+    on_conflict: str,
+    returning: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """PostgreSQL only: `insert_many` in one statement that returns the `returning`
+    columns of exactly the rows it inserted (a conflict skipped returns nothing)."""
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name != "postgresql":
+        raise ValueError(f"insert_returning needs PostgreSQL, not {dialect.name}")
+    if not rows:
+        return []
+    values, fixed = _processed(table, dialect, varying, rows, constant)
+    result = _insert_unnested(connection, table, varying, values, fixed, on_conflict, returning)
+    return [tuple(row) for row in result.all()]
+
+
 def _insert_unnested(
     connection: Connection,
     table: Table,
@@ -74,7 +110,8 @@ def _insert_unnested(
     values: list[tuple[Any, ...]],
     fixed: dict[str, Any],
     on_conflict: str,
-) -> int:
+    returning: Sequence[str],
+) -> CursorResult[Any]:
     """PostgreSQL: one statement with one array per column (`unnest`), where psycopg's
     executemany would send the statement once per row. Arrays are cast to the column type
     without its length, so that an over-long value fails as in a plain INSERT instead of
@@ -95,8 +132,10 @@ def _insert_unnested(
     each = "".join(f", %s::{_unsized(table, name, dialect)}" for name in single)
     source = f"SELECT u.*{each} FROM unnest({unnest}) AS u WHERE true"  # noqa: S608
     statement = f"INSERT INTO {quote(table.name)} ({names}) {source} {on_conflict}"
+    if returning:
+        statement += " RETURNING " + ", ".join(quote(name) for name in returning)
     arguments = (*single.values(), *arrays.values())  # in the order of their placeholders
-    return int(connection.exec_driver_sql(statement, arguments).rowcount)
+    return connection.exec_driver_sql(statement, arguments)
 
 
 def _unsized(table: Table, name: str, dialect: Dialect) -> str:

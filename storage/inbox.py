@@ -9,13 +9,11 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, and_, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from rules.message_keys import keys
+from storage import bulk
 from storage.address_columns import usable_address
-from storage.bulk import insert_many
 from storage.claims import claim
 from storage.models import InboxEntry
 
@@ -83,19 +81,16 @@ def store(
 def store_many(
     session: Session, messages: Sequence[Incoming], *, source: str, now: datetime
 ) -> list[Stored]:
-    """`store` for each message, in order, with one `executemany`: the IMAP watcher commits
-    a whole fetched batch at once, SMTP intake a group of messages. Only duplicates cost
-    more than the insert and a look-up of the new rows' ids."""
+    """`store` for each message, in order, in one statement: the IMAP watcher commits a
+    whole fetched batch at once, SMTP intake a group of messages. Only duplicates cost
+    another query."""
     if source not in SOURCES:
         raise ValueError(f"unknown inbox source {source!r}")
     first: dict[str, int] = {}  # dedup key -> the position of its first copy in `messages`
     for position, message in enumerate(messages):
         first.setdefault(message.dedup_key, position)
-    before = _ids(session, list(first))
-    new = _insert_new(
-        session, [messages[at] for key, at in first.items() if key not in before], source, now
-    )
-    ids = {**before, **new}
+    new = _insert_new(session, [messages[at] for at in first.values()], source, now)
+    ids = dict(new)
     again: dict[str, list[tuple[str, ...]]] = {}  # dedup key -> the duplicates' recipients
     for position, message in enumerate(messages):
         key = message.dedup_key
@@ -124,21 +119,12 @@ def _values(message: Incoming) -> tuple[Any, ...]:
     )
 
 
-class _Raced(Exception):
-    """Another instance stored one of the keys between the look-up and the insert."""
-
-
 def _insert_new(
-    session: Session, fresh: list[Incoming], source: str, now: datetime
+    session: Session, candidates: list[Incoming], source: str, now: datetime
 ) -> dict[str, int]:
-    """dedup key -> id of each of `fresh` (keys not stored a moment ago) as inserted now.
-
-    On SQLite the transaction holds the write lock, so none is stored meanwhile. On
-    PostgreSQL another instance may commit one of them between the look-up and the
-    insert: then the insert is undone to its savepoint and each row is inserted with
-    RETURNING, which names exactly the rows this transaction added.
-    """
-    if not fresh:
+    """dedup key -> id of each of `candidates` (one per key) that was not stored yet and
+    is inserted now; a key already stored is left to the caller as a duplicate."""
+    if not candidates:
         return {}
     table = cast(Table, InboxEntry.__table__)
     constant = {
@@ -148,35 +134,29 @@ def _insert_new(
         "next_attempt_at": now,
         "received_at": now,
     }
-    try:
-        with session.begin_nested():
-            inserted = insert_many(
-                session,
-                table,
-                _VARYING,
-                [_values(message) for message in fresh],
-                constant,
-                on_conflict="ON CONFLICT (dedup_key) DO NOTHING",
-            )
-            if inserted != len(fresh):
-                raise _Raced
-    except _Raced:
-        return _insert_returning(session, table, fresh, constant)
-    return _ids(session, [message.dedup_key for message in fresh])
-
-
-def _insert_returning(
-    session: Session, table: Table, fresh: list[Incoming], constant: dict[str, Any]
-) -> dict[str, int]:
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert(table)
-        .on_conflict_do_nothing(index_elements=["dedup_key"])
-        .returning(table.c.id, table.c.dedup_key)
-    )
-    rows = [{**dict(zip(_VARYING, _values(message), strict=True)), **constant} for message in fresh]
-    # A list of parameter sets: SQLAlchemy sends them as multi-row VALUES ("insertmanyvalues").
-    return {str(key): int(new_id) for new_id, key in session.execute(statement, rows).all()}
+    rows = [_values(message) for message in candidates]
+    on_conflict = "ON CONFLICT (dedup_key) DO NOTHING"
+    if session.get_bind().dialect.name == "postgresql":
+        # RETURNING names exactly the rows this statement inserted, whatever another
+        # instance stores at the same moment.
+        returned = bulk.insert_returning(
+            session,
+            table,
+            _VARYING,
+            rows,
+            constant,
+            on_conflict=on_conflict,
+            returning=("dedup_key", "id"),
+        )
+        return {str(key): int(new_id) for key, new_id in returned}
+    # SQLite: this transaction holds the write lock (BEGIN IMMEDIATE), so what the look-up
+    # finds missing is what the insert adds.
+    before = _ids(session, [message.dedup_key for message in candidates])
+    fresh = [row for row in rows if row[0] not in before]
+    inserted = bulk.insert_many(session, table, _VARYING, fresh, constant, on_conflict=on_conflict)
+    if inserted != len(fresh):
+        raise RuntimeError("the inbox gained a key under this transaction's write lock")
+    return _ids(session, [row[0] for row in fresh])
 
 
 def _ids(session: Session, keys: list[str]) -> dict[str, int]:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Table, select
 from sqlalchemy.exc import DataError
 
-from storage.bulk import insert_many
+from storage.bulk import insert_many, insert_returning
 from storage.db import REPLACEMENT, Database
 from storage.models import InboxEntry
 from tests.conftest import PostgresServer
@@ -86,3 +86,27 @@ def test_an_over_long_value_is_refused_not_cut_on_postgresql(postgres: PostgresS
         assert _rows(db) == []
     finally:
         db.dispose()
+
+
+def test_insert_returning_names_only_the_rows_it_inserted(db: Database) -> None:
+    """PostgreSQL's one-statement insert returns what it added; SQLite has no such insert."""
+    rows = [("k1", None, None, "[]", b"1"), ("k2", None, None, "[]", b"2")]
+    clause = "ON CONFLICT (dedup_key) DO NOTHING"
+    with db.transaction() as session:
+        if not db.is_postgresql:
+            with pytest.raises(ValueError, match="needs PostgreSQL"):
+                insert_returning(
+                    session, TABLE, VARYING, rows, CONSTANT, on_conflict=clause, returning=("id",)
+                )
+            return
+        insert_many(session, TABLE, VARYING, rows[:1], CONSTANT, on_conflict=clause)
+        returned = insert_returning(
+            session,
+            TABLE,
+            VARYING,
+            rows,
+            CONSTANT,
+            on_conflict=clause,
+            returning=("dedup_key", "raw"),
+        )
+    assert returned == [("k2", b"2")]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
 
 from rules.message_keys import dedup_key
-from storage import inbox
+from storage import bulk, inbox
 from storage.address_columns import ADDRESS_LENGTH
 from storage.db import Database
 from storage.models import InboxEntry
@@ -435,36 +435,37 @@ def test_a_batch_is_due_at_the_moment_it_was_stored_and_not_before(db: Database)
 def test_a_key_another_instance_stores_meanwhile_is_a_duplicate(
     postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """PostgreSQL: another instance commits one of the batch's messages between the batch's
-    look-up and its insert. That one is a duplicate with the other's id; the rest are new."""
+    """PostgreSQL: another instance commits one of the batch's messages just before the
+    batch's insert. That one is a duplicate with the other's id; the rest are new."""
     db = Database(postgres.migrated())
     other = Database(db.url)
-    looked_up = inbox._ids
+    real_insert = bulk.insert_returning
     raced: list[int] = []
     racing: list[bool] = []
 
-    def lookup_then_race(session: Session, keys: list[str]) -> dict[str, int]:
-        found = looked_up(session, keys)
-        if not racing:  # the batch's look-up: the other instance stores its copy now
-            racing.append(True)
-            with other.transaction() as elsewhere:
-                raced.append(
-                    inbox.store(
-                        elsewhere,
-                        raw=_report(2),
-                        envelope_sender=None,
-                        recipients=["conduct+other@example.org"],
-                        source="smtp",
-                        now=NOW,
-                    ).id
-                )
-        return found
+    def race_then_insert(*args: Any, **options: Any) -> list[tuple[Any, ...]]:
+        if racing:  # the other instance's own insert
+            return real_insert(*args, **options)
+        racing.append(True)
+        with other.transaction() as elsewhere:
+            raced.append(
+                inbox.store(
+                    elsewhere,
+                    raw=_report(2),
+                    envelope_sender=None,
+                    recipients=["conduct+other@example.org"],
+                    source="smtp",
+                    now=NOW,
+                ).id
+            )
+        return real_insert(*args, **options)
 
-    monkeypatch.setattr(inbox, "_ids", lookup_then_race)
     try:
         with db.transaction() as session:
             batch = [_incoming(_report(n)) for n in (1, 2, 3)]
+            monkeypatch.setattr(bulk, "insert_returning", race_then_insert)
             stored = inbox.store_many(session, batch, source="imap", now=NOW)
+            monkeypatch.undo()
         assert [s.duplicate for s in stored] == [False, True, False]
         assert stored[1].id == raced[0]
         with db.transaction() as session:
