@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from storage.bulk import insert_many
+from storage import bulk
 from storage.models import ImapSeen
 
 COMMITTED = "committed"  # in the inbox; still to be moved to the processed folder
@@ -41,7 +41,7 @@ def states(session: Session, mailbox: str, uidvalidity: int, uids: Iterable[int]
             select(ImapSeen.uid, ImapSeen.state).where(
                 ImapSeen.mailbox == mailbox,
                 ImapSeen.uidvalidity == uidvalidity,
-                ImapSeen.uid.in_(wanted[start : start + 500]),
+                bulk.one_of(session, ImapSeen.uid, wanted[start : start + 500]),
             )
         )
         found.update({int(uid): str(state) for uid, state in rows.all()})
@@ -57,7 +57,7 @@ def record_committed(
 ) -> None:
     """In the transaction that stored them: these (UID, dedup key) are in the inbox, not
     yet moved. One multi-row statement: the watcher records a whole fetched batch."""
-    insert_many(
+    bulk.insert_many(
         session,
         cast(Table, ImapSeen.__table__),
         ("uid", "dedup_key"),
@@ -78,7 +78,7 @@ def mark_moved(
             .where(
                 ImapSeen.mailbox == mailbox,
                 ImapSeen.uidvalidity == uidvalidity,
-                ImapSeen.uid.in_(wanted[start : start + 500]),
+                bulk.one_of(session, ImapSeen.uid, wanted[start : start + 500]),
             )
             .values(state=MOVED, at=now)
         )

@@ -165,7 +165,7 @@ def _ids(session: Session, keys: list[str]) -> dict[str, int]:
     for start in range(0, len(keys), 500):
         rows = session.execute(
             select(InboxEntry.dedup_key, InboxEntry.id).where(
-                InboxEntry.dedup_key.in_(keys[start : start + 500])
+                bulk.one_of(session, InboxEntry.dedup_key, keys[start : start + 500])
             )
         )
         found.update({str(key): int(row_id) for key, row_id in rows.all()})
@@ -181,7 +181,9 @@ def _merge_duplicates(session: Session, again: dict[str, list[tuple[str, ...]]])
     if not again:
         return {}
     rows = session.execute(
-        select(InboxEntry).where(InboxEntry.dedup_key.in_(list(again))).with_for_update()
+        select(InboxEntry)
+        .where(bulk.one_of(session, InboxEntry.dedup_key, list(again)))
+        .with_for_update()
     ).scalars()
     found: dict[str, int] = {}
     for existing in rows:

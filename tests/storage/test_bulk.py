@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Table, select
 from sqlalchemy.exc import DataError
 
-from storage.bulk import insert_many, insert_returning
+from storage.bulk import insert_many, insert_returning, one_of
 from storage.db import REPLACEMENT, Database
 from storage.models import InboxEntry
 from tests.conftest import PostgresServer
@@ -110,3 +110,20 @@ def test_insert_returning_names_only_the_rows_it_inserted(db: Database) -> None:
             returning=("dedup_key", "raw"),
         )
     assert returned == [("k2", b"2")]
+
+
+def test_one_of_finds_the_same_rows_as_in_on_both_backends(db: Database) -> None:
+    rows = [(f"k{n}", None, None, "[]", b"") for n in range(60)]  # more than psycopg caches
+    with db.transaction() as session:
+        insert_many(session, TABLE, VARYING, rows, CONSTANT, on_conflict="")
+        wanted = [f"k{n}" for n in range(0, 120, 2)]
+        found = session.execute(
+            select(InboxEntry.dedup_key).where(one_of(session, InboxEntry.dedup_key, wanted))
+        ).scalars()
+        assert sorted(found) == sorted(f"k{n}" for n in range(0, 60, 2))
+        assert (
+            session.execute(
+                select(InboxEntry.id).where(one_of(session, InboxEntry.dedup_key, []))
+            ).all()
+            == []
+        )
