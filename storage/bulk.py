@@ -19,6 +19,9 @@ from sqlalchemy.engine import Connection, CursorResult, Dialect
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 Processor = Callable[[Any], Any]
+# SQLite's limit on a statement's parameters is 32,766 since 3.32 (999 before it; Python
+# 3.11 on Debian 12 links 3.40): a multi-row VALUES stays well within it.
+SQLITE_PARAMETERS = 30_000
 
 
 def _processor(table: Table, name: str, dialect: Dialect) -> Processor | None:
@@ -91,17 +94,33 @@ def insert_returning(
     on_conflict: str,
     returning: Sequence[str],
 ) -> list[tuple[Any, ...]]:
-    """PostgreSQL only: `insert_many` in one statement that returns the `returning`
-    columns of exactly the rows it inserted (a conflict skipped returns nothing)."""
-    connection = session.connection()
-    dialect = connection.dialect
-    if dialect.name != "postgresql":
-        raise ValueError(f"insert_returning needs PostgreSQL, not {dialect.name}")
+    """`insert_many` that returns the `returning` columns of exactly the rows it inserted
+    (a conflict skipped returns nothing), in no particular order. PostgreSQL: one
+    statement from arrays; SQLite: multi-row VALUES, as many rows a statement as its
+    limit on parameters allows."""
     if not rows:
         return []
+    connection = session.connection()
+    dialect = connection.dialect
     values, fixed = _processed(table, dialect, varying, rows, constant)
-    result = _insert_unnested(connection, table, varying, values, fixed, on_conflict, returning)
-    return [tuple(row) for row in result.all()]
+    if dialect.name == "postgresql":
+        result = _insert_unnested(connection, table, varying, values, fixed, on_conflict, returning)
+        return [tuple(row) for row in result.all()]
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(name) for name in [*varying, *fixed])
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    one_row = "(" + ", ".join([marker] * (len(varying) + len(fixed))) + ")"
+    tail = f"{on_conflict} RETURNING " + ", ".join(quote(name) for name in returning)
+    same = tuple(fixed.values())
+    per_statement = max(1, SQLITE_PARAMETERS // (len(varying) + len(fixed)))
+    returned: list[tuple[Any, ...]] = []
+    for start in range(0, len(values), per_statement):
+        part = values[start : start + per_statement]
+        rows_sql = ", ".join([one_row] * len(part))
+        statement = f"INSERT INTO {quote(table.name)} ({names}) VALUES {rows_sql} {tail}"  # noqa: S608
+        flat = tuple(value for row in part for value in row + same)
+        returned += [tuple(row) for row in connection.exec_driver_sql(statement, flat).all()]
+    return returned
 
 
 def _insert_unnested(

@@ -134,42 +134,18 @@ def _insert_new(
         "next_attempt_at": now,
         "received_at": now,
     }
-    rows = [_values(message) for message in candidates]
-    on_conflict = "ON CONFLICT (dedup_key) DO NOTHING"
-    if session.get_bind().dialect.name == "postgresql":
-        # RETURNING names exactly the rows this statement inserted, whatever another
-        # instance stores at the same moment.
-        returned = bulk.insert_returning(
-            session,
-            table,
-            _VARYING,
-            rows,
-            constant,
-            on_conflict=on_conflict,
-            returning=("dedup_key", "id"),
-        )
-        return {str(key): int(new_id) for key, new_id in returned}
-    # SQLite: this transaction holds the write lock (BEGIN IMMEDIATE), so what the look-up
-    # finds missing is what the insert adds.
-    before = _ids(session, [message.dedup_key for message in candidates])
-    fresh = [row for row in rows if row[0] not in before]
-    inserted = bulk.insert_many(session, table, _VARYING, fresh, constant, on_conflict=on_conflict)
-    if inserted != len(fresh):
-        raise RuntimeError("the inbox gained a key under this transaction's write lock")
-    return _ids(session, [row[0] for row in fresh])
-
-
-def _ids(session: Session, keys: list[str]) -> dict[str, int]:
-    """dedup key -> id of each of `keys` that is stored."""
-    found: dict[str, int] = {}
-    for start in range(0, len(keys), 500):
-        rows = session.execute(
-            select(InboxEntry.dedup_key, InboxEntry.id).where(
-                bulk.one_of(session, InboxEntry.dedup_key, keys[start : start + 500])
-            )
-        )
-        found.update({str(key): int(row_id) for key, row_id in rows.all()})
-    return found
+    # RETURNING names exactly the rows this statement inserted, whatever another instance
+    # stores at the same moment (PostgreSQL; SQLite holds its write lock anyway).
+    returned = bulk.insert_returning(
+        session,
+        table,
+        _VARYING,
+        [_values(message) for message in candidates],
+        constant,
+        on_conflict="ON CONFLICT (dedup_key) DO NOTHING",
+        returning=("dedup_key", "id"),
+    )
+    return {str(key): int(new_id) for key, new_id in returned}
 
 
 def _merge_duplicates(session: Session, again: dict[str, list[tuple[str, ...]]]) -> dict[str, int]:

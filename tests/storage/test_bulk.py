@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Table, select
 from sqlalchemy.exc import DataError
 
+from storage import bulk
 from storage.bulk import insert_many, insert_returning, one_of
 from storage.db import REPLACEMENT, Database
 from storage.models import InboxEntry
@@ -88,18 +89,16 @@ def test_an_over_long_value_is_refused_not_cut_on_postgresql(postgres: PostgresS
         db.dispose()
 
 
-def test_insert_returning_names_only_the_rows_it_inserted(db: Database) -> None:
-    """PostgreSQL's one-statement insert returns what it added; SQLite has no such insert."""
-    rows = [("k1", None, None, "[]", b"1"), ("k2", None, None, "[]", b"2")]
+@pytest.mark.parametrize("per_statement", [1, 2, 1000], ids=["1-a-statement", "2", "all"])
+def test_insert_returning_names_only_the_rows_it_inserted(
+    db: Database, monkeypatch: pytest.MonkeyPatch, per_statement: int
+) -> None:
+    """On SQLite in as many statements as its parameter limit needs (made small here)."""
+    monkeypatch.setattr(bulk, "SQLITE_PARAMETERS", per_statement * 10)  # 10 columns a row
+    rows = [(f"k{n}", None, None, "[]", b"%d" % n) for n in range(5)]
     clause = "ON CONFLICT (dedup_key) DO NOTHING"
     with db.transaction() as session:
-        if not db.is_postgresql:
-            with pytest.raises(ValueError, match="needs PostgreSQL"):
-                insert_returning(
-                    session, TABLE, VARYING, rows, CONSTANT, on_conflict=clause, returning=("id",)
-                )
-            return
-        insert_many(session, TABLE, VARYING, rows[:1], CONSTANT, on_conflict=clause)
+        insert_many(session, TABLE, VARYING, rows[1:3], CONSTANT, on_conflict=clause)
         returned = insert_returning(
             session,
             TABLE,
@@ -109,7 +108,14 @@ def test_insert_returning_names_only_the_rows_it_inserted(db: Database) -> None:
             on_conflict=clause,
             returning=("dedup_key", "raw"),
         )
-    assert returned == [("k2", b"2")]
+        assert (
+            insert_returning(
+                session, TABLE, VARYING, [], CONSTANT, on_conflict=clause, returning=("id",)
+            )
+            == []
+        )
+    assert sorted(returned) == [("k0", b"0"), ("k3", b"3"), ("k4", b"4")]
+    assert sorted(row[0] for row in _rows(db)) == [f"k{n}" for n in range(5)]
 
 
 def test_one_of_finds_the_same_rows_as_in_on_both_backends(db: Database) -> None:
