@@ -1,17 +1,18 @@
 """IMAP watcher against a private Dovecot (issue 6): backlog ingest rate and APPEND latency.
 
-    .venv/bin/python bench/imap_backlog.py [--quick] [--messages N] [--rounds R] [--postgresql]
+    .venv/bin/python bench/imap_backlog.py [--quick] [--messages N] [--size KB] [--rounds R]
+        [--postgresql]
 
-Backlog: in each round two fresh users each have N messages (about 2 KB, 1,000 by default;
-200 with --quick) waiting in INBOX. The real `ImapWatcher` (lease, login, one pass: FETCH
-BODY.PEEK[] in batches, commit each batch to the inbox with its ImapSeen rows, MOVE, mark
-moved) takes in each backlog into a fresh database (SQLite in a scratch directory, or with
---postgresql a scratch database on the test suite's PostgreSQL), timed from `start()` to
-the end of the pass. The baseline is a bare imapclient loop that logs in, selects and only
-fetches the same messages, 50 per FETCH and as many per FETCH as the watcher takes, run
-before and after the watchers (baseline, watcher, watcher, baseline: ABBA); the ratio is of
-the totals over all rounds (2 by default). A bare loop with one message per FETCH is shown
-for context.
+Backlog: in each round two fresh users each have N messages (1,000 by default, 200 with
+--quick; about 2 KB each, or --size KB) waiting in INBOX. The real `ImapWatcher` (lease,
+login, one pass: FETCH BODY.PEEK[] in batches, commit each batch to the inbox with its
+ImapSeen rows, MOVE, mark moved) takes in each backlog into a fresh database (SQLite in a
+scratch directory, or with --postgresql a scratch database on the test suite's PostgreSQL),
+timed from `start()` to the end of the pass. The baseline is a bare imapclient loop that
+logs in, selects and only fetches the same messages, 50 per FETCH and as many per FETCH as
+the watcher takes, run before and after the watchers (baseline, watcher, watcher, baseline:
+ABBA); the ratio is of the totals over all rounds (2 by default). A bare loop with one
+message per FETCH is shown for context.
 
 Latency: a watcher and the inbox pipeline run together, as in `serve`, on a fresh user and
 database; with the watcher idling, one message at a time is APPENDed by another
@@ -56,9 +57,15 @@ PG_ADMIN_URL = os.environ.get(
     "CONDUCT_GATEWAY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 KINDS = ("bare-50", "bare-batch", "watcher", "floor", "bare-1")
-BODY = b"".join(
-    b"Line %d of a report, about sixty characters long, as text.\r\n" % n for n in range(30)
-)
+
+
+def body(lines: int) -> bytes:
+    return b"".join(
+        b"Line %d of a report, about sixty characters long, as text.\r\n" % n for n in range(lines)
+    )
+
+
+BODY = body(30)  # about 2 KB a message; --size changes it
 
 
 def _now() -> datetime:
@@ -318,18 +325,24 @@ def one_round(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200 messages, 10 samples")
+    parser.add_argument("--size", type=int, default=2, help="KB per message (default 2)")
     parser.add_argument("--messages", type=int, help="backlog size (default 1,000)")
     parser.add_argument("--rounds", type=int, default=2, help="ABBA rounds (default 2)")
     parser.add_argument("--postgresql", action="store_true", help="scratch PostgreSQL databases")
     args = parser.parse_args()
     count = args.messages or (200 if args.quick else 1000)
+    global BODY
+    BODY = body(max(1, args.size * 1024 // 60 - 4))
     samples = 10 if args.quick else 50
     why = dovecot.available()
     if why is not None:
         raise SystemExit(f"Dovecot is not available: {why}")
     c.header("IMAP watcher: backlog ingest against a bare imapclient fetch; APPEND latency")
     storage = "postgresql" if args.postgresql else "sqlite"
-    print(f"# storage: {storage}; {count} messages per backlog; watcher batch {BATCH_MESSAGES}")
+    print(
+        f"# storage: {storage}; {count} messages of {len(message(0, 'x')):,} bytes per backlog;"
+        f" watcher batch {BATCH_MESSAGES}"
+    )
     databases = Databases(args.postgresql)
     totals = dict.fromkeys(KINDS, 0.0)
     try:
