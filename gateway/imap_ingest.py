@@ -118,13 +118,8 @@ class _Target:
         notice = imap_notice.Left(
             settings.imap.folder, self.uidvalidity, uid, len(message.raw), header, refused=True
         )
-        with self.database.transaction() as session:
-            now = self.clock()
-            first = imap_state.claim_left(
-                session, self.mailbox, self.uidvalidity, uid, imap_state.REFUSED, now
-            )
-            told = imap_notice.report(session, settings, notice, now) if first else 0
-        if first:
+        told = self.leave(notice, imap_state.REFUSED)
+        if told is not None:
             logs.event(
                 log,
                 logging.ERROR,
@@ -135,7 +130,17 @@ class _Target:
                 error=type(error).__name__,
                 staff_told=told,
             )
-        return first
+        return told is not None
+
+    def leave(self, notice: imap_notice.Left, state: str) -> int | None:
+        """Record a message left in the folder (`state`) and tell staff in the same
+        transaction: how many were told, or None when it was recorded before."""
+        with self.database.transaction() as session:
+            now = self.clock()
+            first = imap_state.claim_left(
+                session, self.mailbox, self.uidvalidity, notice.uid, state, now
+            )
+            return imap_notice.report(session, self.settings, notice, now) if first else None
 
     def mark_moved(self, uids: list[int]) -> None:
         with self.database.transaction() as session:
@@ -282,13 +287,8 @@ def _too_large(
     settings, uidvalidity = target.settings, target.uidvalidity
     headers = connection.header_fields(found.uid, imap_notice.HEADER_FIELDS)
     notice = imap_notice.Left(settings.imap.folder, uidvalidity, found.uid, found.size, headers)
-    with target.database.transaction() as session:
-        now = target.clock()
-        first = imap_state.claim_left(
-            session, target.mailbox, uidvalidity, found.uid, imap_state.TOO_LARGE, now
-        )
-        mails = imap_notice.report(session, settings, notice, now) if first else 0
-    if first:
+    mails = target.leave(notice, imap_state.TOO_LARGE)
+    if mails is not None:
         logs.event(
             log,
             logging.ERROR,

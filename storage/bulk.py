@@ -65,23 +65,7 @@ def insert_many(
     """Insert `rows` (values for the `varying` columns, in order), each with `constant`;
     `on_conflict` is the statement's ON CONFLICT clause (same syntax on both backends).
     Returns how many rows were inserted (a conflict skipped is not counted)."""
-    if not rows:
-        return 0
-    connection = session.connection()
-    dialect = connection.dialect
-    values, fixed = _processed(table, dialect, varying, rows, constant)
-    if dialect.name == "postgresql":
-        result = _insert_unnested(connection, table, varying, values, fixed, on_conflict, ())
-        return int(result.rowcount)
-    # Names and clauses come from this code, never from mail; every value is bound.
-    quote = dialect.identifier_preparer.quote
-    names = ", ".join(quote(name) for name in [*varying, *fixed])
-    markers = ", ".join(
-        ["?" if dialect.paramstyle == "qmark" else "%s"] * (len(varying) + len(fixed))
-    )
-    statement = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({markers}) {on_conflict}"  # noqa: S608
-    same = tuple(fixed.values())
-    return int(connection.exec_driver_sql(statement, [row + same for row in values]).rowcount)
+    return _insert(session, table, varying, rows, constant, on_conflict, ())[0]
 
 
 def insert_returning(
@@ -95,32 +79,60 @@ def insert_returning(
     returning: Sequence[str],
 ) -> list[tuple[Any, ...]]:
     """`insert_many` that returns the `returning` columns of exactly the rows it inserted
-    (a conflict skipped returns nothing), in no particular order. PostgreSQL: one
-    statement from arrays; SQLite: multi-row VALUES, as many rows a statement as its
-    limit on parameters allows."""
+    (a conflict skipped returns nothing), in no particular order."""
+    return _insert(session, table, varying, rows, constant, on_conflict, returning)[1]
+
+
+def _insert(
+    session: Session,
+    table: Table,
+    varying: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    constant: Mapping[str, Any],
+    on_conflict: str,
+    returning: Sequence[str],
+) -> tuple[int, list[tuple[Any, ...]]]:
+    """(rows inserted, their `returning` columns). PostgreSQL: one statement from arrays;
+    SQLite: multi-row VALUES, as many rows a statement as its parameter limit allows."""
     if not rows:
-        return []
+        return 0, []
     connection = session.connection()
     dialect = connection.dialect
     values, fixed = _processed(table, dialect, varying, rows, constant)
     if dialect.name == "postgresql":
         result = _insert_unnested(connection, table, varying, values, fixed, on_conflict, returning)
-        return [tuple(row) for row in result.all()]
+        return _counted(result, returning)
+    # Names and clauses come from this code, never from mail; every value is bound.
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(name) for name in [*varying, *fixed])
     marker = "?" if dialect.paramstyle == "qmark" else "%s"
     one_row = "(" + ", ".join([marker] * (len(varying) + len(fixed))) + ")"
-    tail = f"{on_conflict} RETURNING " + ", ".join(quote(name) for name in returning)
+    tail = on_conflict + _returning_clause(quote, returning)
     same = tuple(fixed.values())
     per_statement = max(1, SQLITE_PARAMETERS // (len(varying) + len(fixed)))
+    inserted = 0
     returned: list[tuple[Any, ...]] = []
     for start in range(0, len(values), per_statement):
         part = values[start : start + per_statement]
         rows_sql = ", ".join([one_row] * len(part))
         statement = f"INSERT INTO {quote(table.name)} ({names}) VALUES {rows_sql} {tail}"  # noqa: S608
         flat = tuple(value for row in part for value in row + same)
-        returned += [tuple(row) for row in connection.exec_driver_sql(statement, flat).all()]
-    return returned
+        count, found = _counted(connection.exec_driver_sql(statement, flat), returning)
+        inserted, returned = inserted + count, returned + found
+    return inserted, returned
+
+
+def _returning_clause(quote: Callable[[str], str], returning: Sequence[str]) -> str:
+    return " RETURNING " + ", ".join(quote(name) for name in returning) if returning else ""
+
+
+def _counted(
+    result: CursorResult[Any], returning: Sequence[str]
+) -> tuple[int, list[tuple[Any, ...]]]:
+    if not returning:
+        return int(result.rowcount), []
+    found = [tuple(row) for row in result.all()]
+    return len(found), found
 
 
 def _insert_unnested(
@@ -152,8 +164,7 @@ def _insert_unnested(
     each = "".join(f", %s::{_unsized(table, name, dialect)}" for name in single)
     source = f"SELECT u.*{each} FROM unnest({unnest}) AS u WHERE true"  # noqa: S608
     statement = f"INSERT INTO {quote(table.name)} ({names}) {source} {on_conflict}"
-    if returning:
-        statement += " RETURNING " + ", ".join(quote(name) for name in returning)
+    statement += _returning_clause(quote, returning)
     arguments = (*single.values(), *arrays.values())  # in the order of their placeholders
     return connection.exec_driver_sql(statement, arguments)
 
