@@ -118,7 +118,7 @@ class _Target:
         notice = imap_notice.Left(
             settings.imap.folder, self.uidvalidity, uid, len(message.raw), header, refused=True
         )
-        told = self.leave(notice, imap_state.REFUSED)
+        told = self.leave(notice)
         if told is not None:
             logs.event(
                 log,
@@ -132,9 +132,10 @@ class _Target:
             )
         return told is not None
 
-    def leave(self, notice: imap_notice.Left, state: str) -> int | None:
-        """Record a message left in the folder (`state`) and tell staff in the same
-        transaction: how many were told, or None when it was recorded before."""
+    def leave(self, notice: imap_notice.Left) -> int | None:
+        """Record a message left in the folder and tell staff in the same transaction:
+        how many were told, or None when it was recorded before."""
+        state = imap_state.REFUSED if notice.refused else imap_state.TOO_LARGE
         with self.database.transaction() as session:
             now = self.clock()
             first = imap_state.claim_left(
@@ -287,7 +288,7 @@ def _too_large(
     settings, uidvalidity = target.settings, target.uidvalidity
     headers = connection.header_fields(found.uid, imap_notice.HEADER_FIELDS)
     notice = imap_notice.Left(settings.imap.folder, uidvalidity, found.uid, found.size, headers)
-    mails = target.leave(notice, imap_state.TOO_LARGE)
+    mails = target.leave(notice)
     if mails is not None:
         logs.event(
             log,

@@ -265,7 +265,7 @@ def _with_command_facts(
     """DKIM, the case's history and its bans: read only for staff mail with command lines."""
     team = snapshot.team
     sender = parsed.from_address
-    if snapshot.signed is None or not (team.is_staff(sender) or team.is_director(sender)):
+    if snapshot.signed is None or not team.is_team(sender):
         return snapshot
     if not has_command_lines(parsed.text):
         return snapshot

@@ -30,16 +30,12 @@ def _may_know(person: str, case: CaseView | None, team: Team) -> bool:
     return not case.director_only or team.is_director(person)
 
 
-def _still_staff(person: str, team: Team) -> bool:
-    return team.is_staff(person) or team.is_director(person)
-
-
 def notice_audience(entry: BouncedMail, case: CaseView | None, team: Team) -> list[str]:
     """Who caused the mail while they are still staff (or the director), else every staff
     member who may see its case (the director on a director-only case, or when every staff
     member is recused): someone who has left the team hears nothing more of its cases."""
     caused_by = entry.caused_by
-    if caused_by and _still_staff(caused_by, team) and _may_know(caused_by, case, team):
+    if caused_by and team.is_team(caused_by) and _may_know(caused_by, case, team):
         return [caused_by]
     people: list[Person] = [p for p in team.staff if _may_know(p.address, case, team)]
     if not people and case is not None and _may_know(team.director.address, case, team):

@@ -94,7 +94,7 @@ def _status(c: Context, command: ct.Status) -> Plan:
 
 def _assign(c: Context, command: ct.Assign) -> Plan:
     team = c.snapshot.team
-    if not (team.is_staff(command.address) or team.is_director(command.address)):
+    if not team.is_team(command.address):
         raise Refused(f"{command.address} is not a staff member")
     if c.state.case.recused(command.address):
         # Recused, or a party to the case: they may not see it, so they cannot handle it.
@@ -124,7 +124,7 @@ def _anonymous(c: Context, command: ct.Anonymous) -> Plan:
 
 def _add_person(c: Context, address: str, written: str, role: str) -> Plan:
     team = c.snapshot.team
-    if team.is_staff(address) or team.is_director(address) or address == team.conduct_address:
+    if team.is_team(address) or address == team.conduct_address:
         raise Refused(f"{address} is staff or the gateway itself")
     current = c.state.roles.get(address)
     if current is not None and current != role:

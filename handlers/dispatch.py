@@ -147,7 +147,7 @@ def _commands(incoming: Incoming, case: CaseView, rule: str) -> Outcome | None:
         return None
     if not has_command_lines(message.text):
         return None
-    if not (team.is_staff(sender) or team.is_director(sender)):
+    if not team.is_team(sender):
         if _former_staff(case, sender):
             # Still on the case with a valid token, but no longer configured: refused,
             # never forwarded to the team as a note (SPEC "Who may command").

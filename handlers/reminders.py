@@ -74,7 +74,7 @@ def timer_mails(
     if kind == "remind" and recipient:
         # Only while they may still see the case: staff (or the director) now, not recused
         # (SPEC section 5 applies commands "while that address is still staff").
-        still = team.is_staff(recipient) or team.is_director(recipient)
+        still = team.is_team(recipient)
         if not still or (case is not None and case.recused(recipient)):
             return []
         people = [recipient]

@@ -141,7 +141,7 @@ def _unlimited(snapshot: Snapshot, address: str) -> bool:
     rate-limited, the acknowledgements of their own reports included. The acknowledgement
     goes to the envelope sender, so that is the address compared (normalised)."""
     team = snapshot.team
-    if team.is_staff(address) or team.is_director(address):
+    if team.is_team(address):
         return True
     return snapshot.policy is not None and bool(snapshot.policy.moderated_by(address))
 

@@ -35,6 +35,10 @@ class Team:
     def is_director(self, address: str | None) -> bool:
         return address is not None and address == self.director.address
 
+    def is_team(self, address: str | None) -> bool:
+        """Staff or the executive director."""
+        return self.is_staff(address) or self.is_director(address)
+
 
 @dataclass(frozen=True)
 class ParticipantView:

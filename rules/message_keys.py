@@ -75,34 +75,25 @@ def keys(raw: bytes) -> tuple[str, str | None]:
     """(dedup key, Message-ID), reading the header block once."""
     header, body = split_message(raw)
     mid = _message_id(header)
-    if mid is None:
-        return _raw_key(raw), None
-    return _mid_key(mid, _canonical_body(body)), mid
+    return _key(raw, body, mid), mid
 
 
 def normalise_and_key(raw: bytes) -> Keyed:
-    """`normalise_line_endings`, then `split_message` and `keys` of the result, with the same
-    results in one cheaper pass: what the IMAP watcher does for every fetched message."""
+    """`normalise_line_endings`, then `split_message` and `keys` of the result, splitting
+    the message once: what the IMAP watcher does for every fetched message."""
     raw = normalise_line_endings(raw)
-    # With every line end CRLF, the first empty line is the first CRLF CRLF: `bytes.find`
-    # is cheaper than `_HEADER_END`, and the canonical body is the body without its CRs.
-    end = raw.find(b"\r\n\r\n")
-    header, body = (raw, b"") if end == -1 else (raw[:end], raw[end + 4 :])
+    header, body = split_message(raw)
     mid = _message_id(header)
+    return Keyed(raw, header, _key(raw, body, mid), mid)
+
+
+def _key(raw: bytes, body: bytes, mid: str | None) -> str:
     if mid is None:
-        return Keyed(raw, header, _raw_key(raw), None)
-    return Keyed(raw, header, _mid_key(mid, body.replace(b"\r", b"").rstrip(b"\n")), mid)
-
-
-def _raw_key(raw: bytes) -> str:
-    return "raw:" + hashlib.sha256(raw).hexdigest()
-
-
-def _mid_key(mid: str, canonical_body: bytes) -> str:
-    return "mid:" + hashlib.sha256(mid.encode("utf-8") + b"\0" + canonical_body).hexdigest()
+        return "raw:" + hashlib.sha256(raw).hexdigest()
+    digest = hashlib.sha256(mid.encode("utf-8") + b"\0" + _canonical_body(body)).hexdigest()
+    return "mid:" + digest
 
 
 def _canonical_body(body: bytes) -> bytes:
     # Line endings and trailing blank lines are what MTAs and IMAP servers do change.
-    # `normalise_and_key` has a cheaper form for CRLF-only bodies: change both together.
     return body.replace(b"\r\n", b"\n").rstrip(b"\n")

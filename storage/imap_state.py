@@ -19,7 +19,6 @@ COMMITTED = "committed"  # in the inbox; still to be moved to the processed fold
 MOVED = "moved"
 TOO_LARGE = "too-large"  # left in the folder, flagged, staff told once
 REFUSED = "refused"  # the database would not store it: left in the folder, flagged, told once
-LEFT = (TOO_LARGE, REFUSED)
 
 
 @dataclass(frozen=True)

@@ -355,7 +355,7 @@ def test_serve_works_without_writable_executable_memory(tmp_path: Path) -> None:
         check=False,
     )
     if probe.returncode == 77:
-        pytest.skip("the kernel has no PR_SET_MDWE (Linux 6.3 and later)")
+        missing("PR_SET_MDWE", "the kernel has none (Linux 6.3 and later)")
     assert probe.stdout.strip() == "1"  # the flag holds in the exec'd interpreter
     smarthost, upstream = Sink().start(), Sink().start()
     port = free_port()
